@@ -1,0 +1,161 @@
+"""Command-line interface: argument parsing only; every subcommand calls one library function."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mec_eval import __version__
+from mec_eval.utils import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        sys.stderr.write(f"mec-eval: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=5")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mec-eval", description="Pre-train with Maximum Entropy Coding and evaluate any checkpoint.")
+    parser.add_argument("--version", action="version", version=f"mec-eval {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="self-supervised pre-training (resumes from DIR/last.pt)")
+    p.add_argument("--config", required=True, help="built-in config name (mec-eval list configs) or YAML path")
+    p.add_argument("--out", help="output folder (default runs/pretrain/<config>)")
+    _add_overrides(p)
+
+    p = sub.add_parser("run", help="evaluate one checkpoint on one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--ckpt", required=True, help="path, random:<arch> or manifest:<name>")
+    p.add_argument("--out", default="runs", help="runs folder (default runs)")
+    p.add_argument("--force", action="store_true", help="re-run even if result.json exists")
+    _add_overrides(p)
+
+    p = sub.add_parser("suite", help="evaluate one checkpoint on several tasks, locally or on SLURM")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--tasks", help="comma-separated task names (default: knn,linear-fast)")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--cluster", help="SLURM profile YAML (slurm/*.yaml)")
+    p.add_argument("--force", action="store_true")
+    _add_overrides(p)
+
+    p = sub.add_parser("report", help="HTML report of every result.json under the runs folders")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out", default="reports/report.html")
+    p.add_argument("--title", default="mec-eval report")
+
+    p = sub.add_parser("convert", help="convert a checkpoint to detectron2 .pkl, torchvision or canonical")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--to", required=True, choices=["detectron2", "torchvision", "canonical"])
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("demo", help="the whole pipeline on embedded data (no download)")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--quick", action="store_true", help="fewer epochs: under 2 minutes on 2 CPU cores")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("list", help="list tasks, configs, checkpoints, datasets, objectives or archs")
+    p.add_argument("what", choices=["tasks", "configs", "checkpoints", "datasets", "objectives", "archs"])
+    return parser
+
+
+def _cmd_pretrain(args) -> None:
+    from mec_eval.config import load_pretrain_config
+    from mec_eval.pretrain.main import pretrain
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    out = args.out or str(Path("runs") / "pretrain" / Path(args.config).stem)
+    print(pretrain(cfg, out, quiet=args.quiet))
+
+
+def _cmd_run(args) -> None:
+    from mec_eval.tasks import run_task
+
+    outcome = run_task(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet)
+    print(outcome.path)
+
+
+def _cmd_suite(args) -> None:
+    from mec_eval.launch.suite import parse_task_list, run_suite
+
+    for line in run_suite(args.ckpt, parse_task_list(args.tasks), args.out, args.overrides, args.executor,
+                          args.cluster, force=args.force, quiet=args.quiet):
+        print(line)
+
+
+def _cmd_report(args) -> None:
+    from mec_eval.report import collect_results, results_table, write_html_report
+
+    long = collect_results(args.runs)
+    print(write_html_report(long, results_table(long), args.out, title=args.title))
+
+
+def _cmd_convert(args) -> None:
+    from mec_eval.checkpoints import convert_checkpoint
+
+    layout = convert_checkpoint(args.ckpt, args.to, args.out)
+    print(f"{args.out} (from layout {layout})")
+
+
+def _cmd_demo(args) -> None:
+    from mec_eval.launch.demo import demo
+
+    print(demo(args.out, quick=args.quick, quiet=args.quiet))
+
+
+def _cmd_list(args) -> None:
+    rows = _listing(args.what)
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+
+
+def _listing(what: str) -> list[tuple[str, str]]:
+    if what == "tasks":
+        from mec_eval.launch.suite import describe_tasks
+
+        return [(name, f"{desc} [source: {src.splitlines()[0] if src else '-'}]") for name, desc, src in describe_tasks()]
+    if what == "configs":
+        from mec_eval.config import read_yaml
+        from mec_eval.utils import resource_dir
+
+        return [(p.stem, str(read_yaml(p).get("data", {}).get("name", ""))) for p in sorted(resource_dir("configs").glob("*.yaml"))]
+    if what == "checkpoints":
+        from mec_eval.checkpoints import list_manifest
+
+        return [(e["name"], f"{e.get('method', '')} {e.get('epochs', '')}ep {e.get('arch', '')} ({e.get('source', '')})")
+                for e in list_manifest()]
+    registry = {"datasets": ("mec_eval.data", "DATASETS"), "objectives": ("mec_eval.objectives", "OBJECTIVES"),
+                "archs": ("mec_eval.models", "BACKBONES")}[what]
+    module = __import__(registry[0], fromlist=[registry[1]])
+    return getattr(module, registry[1]).describe()
+
+
+COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "report": _cmd_report,
+            "convert": _cmd_convert, "demo": _cmd_demo, "list": _cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as err:
+        sys.stderr.write(f"mec-eval: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("mec-eval: interrupted; re-run the same command to resume\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

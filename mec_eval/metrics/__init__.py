@@ -1,0 +1,1 @@
+"""Metrics and detectron2-style evaluators (reset / process / evaluate)."""

@@ -1,0 +1,146 @@
+"""``mec-eval pretrain``: build data, network, objective and optimiser; train with auto-resume.
+
+Re-running the same command on the same ``--out`` continues from ``last.pt``; checkpoints are
+written atomically after every epoch, so a kill at any moment loses at most the epoch in flight.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mec_eval.checkpoints import make_canonical, safe_torch_load, save_canonical
+from mec_eval.config import PretrainConfig, to_dict
+from mec_eval.data import build_dataset
+from mec_eval.dist import is_distributed, is_main_process, resolve_device, resolve_precision, world_size
+from mec_eval.log import JsonLogger
+from mec_eval.models import SiameseNetwork
+from mec_eval.objectives import build_objective
+from mec_eval.pretrain.augment import build_two_view_transform
+from mec_eval.pretrain.engine import Schedule, train_one_epoch
+from mec_eval.pretrain.optim import build_optimizer, scaled_lr
+from mec_eval.runs import save_config
+from mec_eval.utils import UserError
+
+# Keys that may change between a run and its resumption without invalidating it.
+_RESUMABLE_CHANGES = {("optim", "epochs"), ("run", "device"), ("run", "log_every"), ("run", "save_every"),
+                      ("data", "num_workers"), ("data", "root")}
+
+
+def build_network(cfg: PretrainConfig, objective) -> SiameseNetwork:
+    predictor = objective.default_predictor if cfg.model.predictor is None else cfg.model.predictor
+    teacher = objective.default_teacher if cfg.model.teacher is None else cfg.model.teacher
+    return SiameseNetwork(cfg.model.arch, cfg.model.proj_hidden, cfg.model.proj_dim, cfg.model.proj_layers,
+                          predictor, cfg.model.pred_hidden, teacher, objective.stop_gradient_target)
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    diffs = []
+    for section, values in current.items():
+        for key, value in values.items():
+            old = saved.get(section, {}).get(key)
+            if old != value and (section, key) not in _RESUMABLE_CHANGES:
+                diffs.append(f"{section}.{key}: {old!r} -> {value!r}")
+    return diffs
+
+
+def _make_loader(dataset, cfg: PretrainConfig, epoch: int) -> DataLoader:
+    local_batch = cfg.optim.batch_size // world_size()
+    generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)
+    sampler = None
+    if is_distributed():
+        sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.run.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=local_batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                      num_workers=cfg.data.num_workers, generator=generator, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+def _checkpoint(cfg: PretrainConfig, net: SiameseNetwork, optimizer, scaler, epochs_done: int, history: list) -> dict:
+    resume = {"optimizer": optimizer.state_dict(), "epochs_done": epochs_done, "history": history,
+              "scaler": scaler.state_dict() if scaler is not None else None,
+              "teacher_full": net.teacher.state_dict() if net.teacher is not None else None}
+    return make_canonical(cfg.model.arch, net.backbone.state_dict(), heads=net.heads_state(),
+                          teacher=net.teacher_backbone_state(),
+                          meta={"method": cfg.loss.name, "epoch": epochs_done, "config": to_dict(cfg),
+                                "resume": resume})
+
+
+def _resume(path: Path, cfg: PretrainConfig, net: SiameseNetwork, optimizer, scaler) -> tuple[int, list]:
+    ckpt = safe_torch_load(path)
+    meta = ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
+    if "resume" not in meta:
+        raise UserError(f"{path} is not a mec-eval pre-training state; use an empty --out folder")
+    diffs = _config_differences(meta.get("config", {}), to_dict(cfg))
+    if diffs:
+        raise UserError(f"{path.parent} holds a run with another config ({'; '.join(diffs)}); "
+                        "use a new --out or the same settings to resume")
+    state = meta["resume"]
+    net.backbone.load_state_dict(ckpt["backbone"])
+    net.projector.load_state_dict(ckpt["heads"]["projector"])
+    if net.predictor is not None:
+        net.predictor.load_state_dict(ckpt["heads"]["predictor"])
+    if net.teacher is not None:
+        net.teacher.load_state_dict(state["teacher_full"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epochs_done"]), list(state.get("history", []))
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
+    """Train (or resume) and return the path of ``last.pt``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = JsonLogger(out / "log.jsonl" if is_main_process() else None, quiet=quiet or not is_main_process())
+    device = resolve_device(cfg.run.device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
+    torch.manual_seed(cfg.run.seed)
+
+    objective = build_objective(cfg.loss)
+    dataset = build_dataset(cfg.data.name, cfg.data.root, "train",
+                            transform=build_two_view_transform(cfg.data.augment, cfg.data.image_size, cfg.data.crop_min_scale))
+    if len(dataset) < cfg.optim.batch_size:
+        raise UserError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(dataset)} training images of {cfg.data.name}")
+    net = build_network(cfg, objective).to(device)
+    if cfg.run.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    params = [p for p in net.parameters() if p.requires_grad]
+    peak_lr = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size)
+    optimizer = build_optimizer(params, cfg.optim.name, peak_lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.lars_trust)
+    scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and amp_dtype == torch.float16) else None
+
+    start_epoch, history = 0, []
+    last = out / "last.pt"
+    if last.exists():
+        start_epoch, history = _resume(last, cfg, net, optimizer, scaler)
+        logger.info(f"resuming from {last} after epoch {start_epoch}")
+    save_config(out, to_dict(cfg))
+    if start_epoch >= cfg.optim.epochs:
+        logger.info(f"{out} already finished {start_epoch} epochs; nothing to do")
+        return last
+
+    iters = len(dataset) // cfg.optim.batch_size
+    if cfg.run.max_steps_per_epoch:
+        iters = min(iters, cfg.run.max_steps_per_epoch)
+    schedule = Schedule(peak_lr, cfg.optim.warmup_epochs, cfg.optim.epochs, iters, cfg.model.ema_momentum, cfg.run.log_every)
+    logger.log(event="start", lr=peak_lr, base_lr=cfg.optim.base_lr, batch=cfg.optim.batch_size, iters_per_epoch=iters,
+               device=str(device), precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+               images=len(dataset), start_epoch=start_epoch)
+    model = torch.nn.parallel.DistributedDataParallel(net) if is_distributed() else net
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        torch.manual_seed(cfg.run.seed * 1_000_003 + epoch)  # augmentations replay identically on resume
+        stats = train_one_epoch(model, objective, _make_loader(dataset, cfg, epoch), optimizer, scaler, epoch,
+                                schedule, device, amp_dtype, cfg.run.channels_last, logger, cfg.loss.name)
+        history.append({"epoch": epoch + 1, **stats, "time": time.time()})
+        logger.log(event="epoch", **history[-1])
+        if is_main_process():
+            ckpt = _checkpoint(cfg, net, optimizer, scaler, epoch + 1, history)
+            if (epoch + 1) % max(cfg.run.save_every, 1) == 0 or epoch + 1 == cfg.optim.epochs:
+                # Numbered checkpoints are for evaluation: no optimiser state (half the size).
+                light = {**ckpt, "meta": {k: v for k, v in ckpt["meta"].items() if k != "resume"}}
+                save_canonical(light, out / f"checkpoint_{epoch + 1:04d}.pt")
+            save_canonical(ckpt, last)
+    return last
