@@ -31,6 +31,8 @@ class DataConfig:
     image_size: int = 32            # crop size fed to the network
     augment: str = "byol"           # "byol" (MEC App. C, with blur/solarize) or "cifar" (App. B, no blur)
     crop_min_scale: float = 0.2     # RandomResizedCrop lower bound (App. C)
+    augment_backend: str = "auto"   # "per-sample" (torchvision, in loader workers), "batch" (tensor ops on
+                                    # the training device, fixed-size in-memory sets); auto: batch for embedded sets
     num_workers: int = 0            # DataLoader workers; 0 keeps CPU cores for the model
 
 

@@ -35,16 +35,22 @@ def non_finite_error(epoch: int, step: int, loss_name: str) -> UserError:
 
 def train_one_epoch(model: SiameseNetwork, objective: torch.nn.Module, loader, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, epoch: int, schedule: Schedule, device: torch.device,
-                    amp_dtype: torch.dtype | None, channels_last: bool, logger: JsonLogger, loss_name: str) -> dict:
-    """Train for one epoch (or ``schedule.iters_per_epoch`` iterations); returns mean loss and timing."""
+                    amp_dtype: torch.dtype | None, channels_last: bool, logger: JsonLogger, loss_name: str,
+                    make_views=None) -> dict:
+    """Train for one epoch (or ``schedule.iters_per_epoch`` iterations); returns mean loss and timing.
+
+    The loader yields ``(views, labels)``, or ``(uint8 images, labels)`` when ``make_views`` builds
+    the views from the batch on the device (batched augmentation).
+    """
     model.train()
     total_steps = schedule.epochs * schedule.iters_per_epoch
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     bar = progress(loader, total=schedule.iters_per_epoch, desc=f"epoch {epoch}", quiet=logger.quiet)
-    for step, (views, _) in enumerate(bar):
+    for step, (batch, _) in enumerate(bar):
         if step >= schedule.iters_per_epoch:
             break
+        views = make_views(batch.to(device, non_blocking=True)) if make_views is not None else batch
         global_step = epoch * schedule.iters_per_epoch + step
         fractional_epoch = global_step / schedule.iters_per_epoch
         lr = warmup_cosine(fractional_epoch, schedule.peak_lr, schedule.warmup_epochs, schedule.epochs)

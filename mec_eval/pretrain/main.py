@@ -13,13 +13,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mec_eval.checkpoints import make_canonical, safe_torch_load, save_canonical
 from mec_eval.config import PretrainConfig, to_dict
-from mec_eval.data import build_dataset
 from mec_eval.dist import is_distributed, is_main_process, resolve_device, resolve_precision, world_size
 from mec_eval.log import JsonLogger
 from mec_eval.models import SiameseNetwork
 from mec_eval.objectives import build_objective
-from mec_eval.pretrain.augment import build_two_view_transform
 from mec_eval.pretrain.engine import Schedule, train_one_epoch
+from mec_eval.pretrain.inputs import build_training_inputs
 from mec_eval.pretrain.optim import build_optimizer, scaled_lr
 from mec_eval.runs import save_config
 from mec_eval.utils import UserError
@@ -100,8 +99,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
     torch.manual_seed(cfg.run.seed)
 
     objective = build_objective(cfg.loss)
-    dataset = build_dataset(cfg.data.name, cfg.data.root, "train",
-                            transform=build_two_view_transform(cfg.data.augment, cfg.data.image_size, cfg.data.crop_min_scale))
+    dataset, make_views = build_training_inputs(cfg.data, cfg.run.seed)
     if len(dataset) < cfg.optim.batch_size:
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(dataset)} training images of {cfg.data.name}")
     net = build_network(cfg, objective).to(device)
@@ -132,8 +130,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
     model = torch.nn.parallel.DistributedDataParallel(net) if is_distributed() else net
     for epoch in range(start_epoch, cfg.optim.epochs):
         torch.manual_seed(cfg.run.seed * 1_000_003 + epoch)  # augmentations replay identically on resume
+        if make_views is not None:
+            make_views.reseed(cfg.run.seed * 1_000_003 + epoch)
         stats = train_one_epoch(model, objective, _make_loader(dataset, cfg, epoch), optimizer, scaler, epoch,
-                                schedule, device, amp_dtype, cfg.run.channels_last, logger, cfg.loss.name)
+                                schedule, device, amp_dtype, cfg.run.channels_last, logger, cfg.loss.name, make_views)
         history.append({"epoch": epoch + 1, **stats, "time": time.time()})
         logger.log(event="epoch", **history[-1])
         if is_main_process():

@@ -1,0 +1,66 @@
+"""Batched augmentations against torchvision's per-image functional ops with fixed parameters."""
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from mec_eval.pretrain import batch_augment as B
+
+
+@pytest.fixture
+def images():
+    return torch.rand(4, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("ours,ref,factor", [
+    (B.adjust_brightness, TF.adjust_brightness, 1.3), (B.adjust_contrast, TF.adjust_contrast, 0.7),
+    (B.adjust_saturation, TF.adjust_saturation, 1.2), (B.adjust_hue, TF.adjust_hue, -0.08),
+])
+def test_colour_ops_equal_torchvision(images, ours, ref, factor):
+    got = ours(images.clone(), torch.full((len(images),), factor))
+    torch.testing.assert_close(got, ref(images, factor), atol=2e-6, rtol=0)
+
+
+def test_per_sample_factors_are_independent(images):
+    factors = torch.tensor([0.6, 1.0, 1.4, 0.9])
+    got = B.adjust_contrast(images.clone(), factors)
+    for i, f in enumerate(factors.tolist()):
+        torch.testing.assert_close(got[i], TF.adjust_contrast(images[i], f), atol=2e-6, rtol=0)
+
+
+def test_blur_equals_torchvision(images):
+    sigmas = torch.tensor([0.3, 0.9, 1.5, 2.0])
+    got = B.gaussian_blur(images, 5, sigmas)
+    for i, s in enumerate(sigmas.tolist()):
+        torch.testing.assert_close(got[i], TF.gaussian_blur(images[i], [5, 5], [s, s]), atol=1e-5, rtol=0)
+
+
+def test_resized_crop_equals_torchvision_and_flip(images):
+    boxes = torch.tensor([[2.0, 3.0, 12.0, 16.0], [0.0, 0.0, 20.0, 24.0], [5.0, 1.0, 10.0, 10.0], [1.0, 4.0, 16.0, 12.0]])
+    flip = torch.tensor([False, True, False, True])
+    got = B.resized_crop(images, boxes, 16, flip)
+    for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(images[i], top, left, h, w, [16, 16], antialias=False)
+        if flip[i]:
+            ref = TF.horizontal_flip(ref)
+        torch.testing.assert_close(got[i], ref, atol=1e-5, rtol=0)
+
+
+def test_crop_boxes_respect_scale_and_ratio():
+    boxes = B.sample_crop_boxes(4000, 32, 32, (0.2, 1.0), torch.Generator().manual_seed(1))
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
+    area = h * w / 1024
+    assert area.min() >= 0.15 and area.max() <= 1.0  # rounding widens 0.2 slightly
+    assert ((w / h) >= 0.6).all() and ((w / h) <= 1.6).all()
+    assert 0.5 < area.mean() < 0.7  # uniform scale in [0.2, 1] has mean 0.6
+
+
+def test_views_are_seeded_and_normalised():
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    a = B.BatchTwoViews("byol", 32, 0.2, seed=3)(images)
+    b = B.BatchTwoViews("byol", 32, 0.2, seed=3)(images)
+    c = B.BatchTwoViews("byol", 32, 0.2, seed=4)(images)
+    assert len(a) == 2 and a[0].shape == (8, 3, 32, 32)
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.equal(a[0], c[0])
+    assert not torch.equal(a[0], a[1])
