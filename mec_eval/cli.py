@@ -145,7 +145,10 @@ COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "re
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors (already printed)
+        return int(exit_.code or 0)
     try:
         COMMANDS[args.command](args)
     except UserError as err:

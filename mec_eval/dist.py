@@ -39,7 +39,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over processes (no gradient); identity without a process group."""
     if not is_distributed():
-        return x
+        return x.detach()
     x = x.detach().clone()
     torch_dist.all_reduce(x)
     return x / world_size()

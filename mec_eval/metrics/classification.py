@@ -36,6 +36,8 @@ class ClassificationEvaluator:
         self._targets.append(targets.detach().long().cpu())
 
     def _gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._scores:
+            raise ValueError("evaluate() called before any process()")
         scores, targets = torch.cat(self._scores), torch.cat(self._targets)
         if is_distributed():
             import torch.distributed as torch_dist

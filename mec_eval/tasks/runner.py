@@ -68,11 +68,11 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
     if existing is not None and not force:
         logger.info(f"skip {spec.name} on {encoder.name}: finished run in {folder} (use --force to re-run)")
         return RunOutcome(folder / "result.json", existing, True)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_config(folder, cfg_dict)
     logger.info(f"run {spec.name} on {encoder.name} ({encoder.layout}) -> {folder}")
     started, t0 = now_iso(), time.perf_counter()
     adapter = adapter_cls(cache_dir=Path(runs_root) / ".cache" / "features", quiet=quiet)
+    # The adapter creates ``folder`` only if it keeps resumable state there; a run that fails on bad
+    # input (missing dataset, bad key) leaves no folder behind.
     outcome = adapter.run(encoder, cfg, folder)
     result = build_result(
         task=spec.name, dataset=outcome.dataset, protocol=getattr(cfg, "protocol", "paper"),
@@ -80,6 +80,8 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
         higher_is_better=outcome.higher_is_better, config=cfg_dict, seed=cfg.run.seed, started=started,
         duration_s=time.perf_counter() - t0, lower_is_better_metrics=outcome.lower_is_better_metrics,
         extra={"extra": outcome.extra} if outcome.extra else None)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(folder, cfg_dict)
     path = write_result(folder, result)
     logger.info(f"{spec.name} {encoder.name}: " + ", ".join(f"{k}={v:.2f}" for k, v in outcome.metrics.items()))
     return RunOutcome(path, result, False)

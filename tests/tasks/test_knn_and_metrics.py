@@ -54,7 +54,7 @@ def test_evaluator_accumulates_batches_like_one_shot():
     once = {"top1": topk_accuracy(scores, target, 1), "top5": topk_accuracy(scores, target, 5)}
     assert ev.evaluate() == pytest.approx(once)
     ev.reset()
-    with pytest.raises(RuntimeError):
-        ev.evaluate()  # nothing processed
+    with pytest.raises(ValueError, match="before any process"):
+        ev.evaluate()
     with pytest.raises(ValueError):
         topk_accuracy(scores, target[:3], 1)
