@@ -114,19 +114,26 @@ def _short_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "checkpoint"
 
 
-def _random_arch(spec: str, arch: str | None) -> str:
-    spec_arch = spec[len("random:"):]
+def _random_arch(spec: str, arch: str | None) -> tuple[str, int]:
+    """``random:<arch>`` or ``random:<arch>@<seed>`` -> (arch, seed)."""
+    spec_arch, _, seed_text = spec[len("random:"):].partition("@")
     if not spec_arch:
         raise UserError(f"'{spec}' names no architecture; {_SPEC_HELP}")
     if arch and arch != spec_arch:
         raise UserError(f"'{spec}' conflicts with the requested architecture '{arch}'")
-    return spec_arch
+    if seed_text and not seed_text.isdigit():
+        raise UserError(f"'{spec}': the seed after '@' must be a non-negative integer")
+    return spec_arch, int(seed_text or RANDOM_SEED)
 
 
-def _random_backbone(arch: str) -> nn.Module:
-    # fork_rng keeps the caller's global RNG untouched; seed 0 makes random:<arch> the same every run.
+def _random_name(arch: str, seed: int) -> str:
+    return f"random-{arch}" if seed == RANDOM_SEED else f"random-{arch}-s{seed}"
+
+
+def _random_backbone(arch: str, seed: int) -> nn.Module:
+    # fork_rng keeps the caller's global RNG untouched; a fixed seed makes random:<arch> reproducible.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
+        torch.manual_seed(seed)
         return build_backbone(arch)
 
 
@@ -139,11 +146,11 @@ def _read_file(path: Path, name: str, sha256: str | None, arch: str | None) -> R
 def resolve_checkpoint(spec: str, *, arch: str | None = None) -> ResolvedCheckpoint:
     """Read ``spec`` and convert it to canonical form (layout detected, architecture inferred)."""
     if spec.startswith("random:"):
-        spec_arch = _random_arch(spec, arch)
-        model = _random_backbone(spec_arch)
+        spec_arch, seed = _random_arch(spec, arch)
+        model = _random_backbone(spec_arch, seed)
         canonical = make_canonical(spec_arch, model.state_dict(), meta={"method": "random"})
-        return ResolvedCheckpoint(canonical, f"random-{spec_arch}", spec, None, "random",
-                                  [f"random initialisation (torch.manual_seed({RANDOM_SEED}))"])
+        return ResolvedCheckpoint(canonical, _random_name(spec_arch, seed), spec, None, "random",
+                                  [f"random initialisation (torch.manual_seed({seed}))"])
     if spec.startswith("manifest:"):
         path, entry, sha256 = fetch_checkpoint(spec[len("manifest:"):])
         resolved = _read_file(path, entry["name"], sha256, arch or entry.get("arch"))
@@ -171,9 +178,9 @@ def load_encoder(spec: str, *, arch: str | None = None) -> Encoder:
         arch: force the architecture instead of inferring it from parameter names and shapes.
     """
     if spec.startswith("random:"):
-        spec_arch = _random_arch(spec, arch)
-        return Encoder(_random_backbone(spec_arch).eval(), spec_arch, f"random-{spec_arch}", spec, None,
-                       "random", None, None, [f"random initialisation (torch.manual_seed({RANDOM_SEED}))"])
+        spec_arch, seed = _random_arch(spec, arch)
+        return Encoder(_random_backbone(spec_arch, seed).eval(), spec_arch, _random_name(spec_arch, seed), spec,
+                       None, "random", None, None, [f"random initialisation (torch.manual_seed({seed}))"])
     resolved = resolve_checkpoint(spec, arch=arch)
     model, notes = _build(resolved)
     meta = resolved.canonical["meta"]

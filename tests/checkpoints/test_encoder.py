@@ -134,3 +134,15 @@ def test_project_manifest_entries_are_consistent(monkeypatch):
         assert entry["sha256"] is None or len(entry["sha256"]) == 64
     official = next(e for e in entries if e["name"] == "mec-r50-100ep")
     assert official["layout"] == "mec-official" and official["download"] == "manual"
+
+
+def test_random_spec_with_seed_differs_and_names_the_seed():
+    base = load_encoder("random:resnet_tiny")
+    seeded = load_encoder("random:resnet_tiny@3")
+    again = load_encoder("random:resnet_tiny@3")
+    assert seeded.name == "random-resnet_tiny-s3" and base.name == "random-resnet_tiny"
+    first = next(iter(seeded.backbone.state_dict()))
+    assert not torch.equal(base.backbone.state_dict()[first], seeded.backbone.state_dict()[first])
+    assert torch.equal(again.backbone.state_dict()[first], seeded.backbone.state_dict()[first])
+    with pytest.raises(UserError, match="seed"):
+        load_encoder("random:resnet_tiny@x")
