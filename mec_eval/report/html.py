@@ -68,11 +68,20 @@ def _table_html(table: pd.DataFrame, long: pd.DataFrame) -> str:
             f"<tr class='note'><td>protocol</td>{proto}</tr></tbody></table>")
 
 
+def _plain(value) -> str:
+    """Table text for a provenance value: '–' when missing, integral floats without '.0'."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _provenance_html(long: pd.DataFrame) -> str:
     cols = ["checkpoint", "method", "epoch", "layout", "sha256", "path"]
     prov = long[cols].drop_duplicates("checkpoint").sort_values("checkpoint")
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v) if v is not None and not pd.isna(v) else '–')}</td>"
-                                     for v in row) + "</tr>" for row in prov.itertuples(index=False))
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(_plain(v))}</td>" for v in row) + "</tr>"
+                   for row in prov.itertuples(index=False))
     return f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr></thead><tbody>{rows}</tbody></table>"
 
 

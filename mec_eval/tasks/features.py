@@ -68,3 +68,16 @@ def cached_features(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, 
     np.savez(buffer, features=feats, labels=labels)
     atomic_write_bytes(path, buffer.getvalue())
     return feats, labels, list(dataset.classes)
+
+
+class FeatureTask:
+    """Base of the tasks that work on cached frozen features of a train and a test split."""
+
+    def __init__(self, cache_dir: Path, quiet: bool = False):
+        self.cache_dir, self.quiet = Path(cache_dir), quiet
+
+    def split_features(self, encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig):
+        """(train_x, train_y, test_x, test_y, class names) as numpy arrays."""
+        train_x, train_y, classes = cached_features(encoder, data, run, "train", self.cache_dir, self.quiet)
+        test_x, test_y, _ = cached_features(encoder, data, run, "test", self.cache_dir, self.quiet)
+        return train_x, train_y, test_x, test_y, classes

@@ -15,7 +15,7 @@ from mec_eval.checkpoints import Encoder
 from mec_eval.config import EvalDataConfig, EvalRunConfig
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.features import cached_features
+from mec_eval.tasks.features import FeatureTask
 from mec_eval.utils import UserError
 
 
@@ -51,18 +51,14 @@ def knn_scores(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tens
     return torch.cat(out)
 
 
-class KNNTask:
+class KNNTask(FeatureTask):
     name = "knn"
     Config = KNNConfig
-
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.cache_dir, self.quiet = Path(cache_dir), quiet
 
     def run(self, encoder: Encoder, cfg: KNNConfig, workdir: Path) -> Result:
         if cfg.knn.k < 1 or cfg.knn.temperature <= 0:
             raise UserError("knn.k must be >= 1 and knn.temperature > 0")
-        train_x, train_y, classes = cached_features(encoder, cfg.data, cfg.run, "train", self.cache_dir, self.quiet)
-        test_x, test_y, _ = cached_features(encoder, cfg.data, cfg.run, "test", self.cache_dir, self.quiet)
+        train_x, train_y, test_x, test_y, classes = self.split_features(encoder, cfg.data, cfg.run)
         scores = knn_scores(torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(test_x),
                             len(classes), cfg.knn.k, cfg.knn.temperature, cfg.knn.chunk)
         evaluator = ClassificationEvaluator()

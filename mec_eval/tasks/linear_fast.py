@@ -20,7 +20,7 @@ from mec_eval.checkpoints import Encoder
 from mec_eval.config import EvalDataConfig, EvalRunConfig
 from mec_eval.metrics.classification import ClassificationEvaluator, topk_accuracy
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.features import cached_features
+from mec_eval.tasks.features import FeatureTask
 from mec_eval.utils import UserError
 
 
@@ -61,18 +61,14 @@ def class_scores(model: LogisticRegression, x: np.ndarray) -> np.ndarray:
     return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores
 
 
-class LinearFastTask:
+class LinearFastTask(FeatureTask):
     name = "linear-fast"
     Config = LinearFastConfig
-
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.cache_dir, self.quiet = Path(cache_dir), quiet
 
     def run(self, encoder: Encoder, cfg: LinearFastConfig, workdir: Path) -> Result:
         if not cfg.linear.c_grid or not 0 < cfg.linear.val_fraction < 1:
             raise UserError("linear.c_grid must be non-empty and 0 < linear.val_fraction < 1")
-        train_x, train_y, classes = cached_features(encoder, cfg.data, cfg.run, "train", self.cache_dir, self.quiet)
-        test_x, test_y, _ = cached_features(encoder, cfg.data, cfg.run, "test", self.cache_dir, self.quiet)
+        train_x, train_y, test_x, test_y, classes = self.split_features(encoder, cfg.data, cfg.run)
         best_c, val_scores = select_c(train_x, train_y, cfg.linear, cfg.run.seed)
         scaler = StandardScaler().fit(train_x)
         model = _fit(scaler.transform(train_x), train_y, best_c, cfg.linear.max_iter, cfg.run.seed)

@@ -120,3 +120,22 @@ def test_list_commands(capsys):
     out = capsys.readouterr().out
     for name in ("knn", "linear-fast", "imagenet-800ep", "shapes", "digits", "mec", "barlow_twins", "resnet50", "mocov2"):
         assert name in out
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+def test_pretrain_on_disk_sets_with_per_sample_augmentation(dataset, tmp_path):
+    from mec_eval.data.fixtures import write_cifar_fixture, write_imagenet_fixture
+
+    if dataset == "cifar10":
+        root = write_cifar_fixture(tmp_path / "data", kind="cifar10", n_train=40, n_test=10)
+    else:
+        root = write_imagenet_fixture(tmp_path / "data", n_classes=3, n_train=12, n_val=2, image_size=40)
+    out = tmp_path / "pt"
+    code = main(["pretrain", "--config", "cifar10", "--out", str(out), f"data.name={dataset}", f"data.root={root}",
+                 "data.num_workers=0", "data.image_size=32", "model.arch=resnet_tiny", "optim.epochs=1",
+                 "optim.batch_size=8", "run.max_steps_per_epoch=2", "model.proj_hidden=32", "model.proj_dim=32",
+                 "model.pred_hidden=8", "--quiet"])
+    assert code == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[-1]["event"] == "epoch" and log[-1]["steps"] == 2
+    assert torch.load(out / "last.pt", weights_only=True)["meta"]["config"]["data"]["augment"] == "cifar"
