@@ -36,10 +36,10 @@ def main() -> None:
                 outcome = run_task(task, ckpt, out / "runs", ["data.name=digits", f"run.seed={seed}"], quiet=True)
                 scores.setdefault((label, task), []).append(outcome.result["metrics"]["top1"])
     print(f"digits top-1 over seeds {seeds} ({args.epochs} pre-training epochs)")
-    print(f"{'checkpoint':<10}{'task':<13}{'mean':>8}{'std':>7}  values")
+    print(f"{'checkpoint':<12}{'task':<13}{'mean':>8}{'std':>7}  values")
     for (label, task), values in sorted(scores.items()):
         std = statistics.pstdev(values)
-        print(f"{label:<10}{task:<13}{statistics.mean(values):>8.2f}{std:>7.2f}  {', '.join(f'{v:.1f}' for v in values)}")
+        print(f"{label:<12}{task:<13}{statistics.mean(values):>8.2f}{std:>7.2f}  {', '.join(f'{v:.1f}' for v in values)}")
     for task in TASKS:
         ours, rand = scores[(args.method, task)], scores[("random", task)]
         gap = statistics.mean(ours) - statistics.mean(rand)
