@@ -34,6 +34,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mec_loss.py
 	$(PY) benchmarks/bench_pretrain_cpu.py
+	$(PY) benchmarks/bench_augment.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
