@@ -145,8 +145,15 @@ COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "re
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse stops collecting positionals at the first option, so `key=value` overrides
+        # written after `--quiet` arrive here; anything else is a real usage error.
+        if extra and (not hasattr(args, "overrides") or any(t.startswith("-") or "=" not in t for t in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
     except SystemExit as exit_:  # --help, --version, usage errors (already printed)
         return int(exit_.code or 0)
     try:

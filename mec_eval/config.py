@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from mec_eval.utils import UserError, resource_dir
 
 C = TypeVar("C")
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 # ----------------------------------------------------------------------------- pre-training schema
@@ -137,6 +139,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         return _coerce(value, args[0], key)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads "1e-12" (no dot) as a string
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):

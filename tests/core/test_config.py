@@ -16,6 +16,7 @@ def test_overrides_reach_typed_fields():
 
 def test_int_given_for_float_is_converted_and_bad_types_rejected():
     assert from_dict(PretrainConfig, {"optim": {"base_lr": 1}}).optim.base_lr == 1.0
+    assert from_dict(PretrainConfig, parse_overrides(["loss.eps_d2=1e-3"])).loss.eps_d2 == 1e-3
     with pytest.raises(UserError, match="optim.epochs.*expects int"):
         from_dict(PretrainConfig, {"optim": {"epochs": "ten"}})
     with pytest.raises(UserError, match="expects bool"):

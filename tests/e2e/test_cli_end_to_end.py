@@ -110,8 +110,14 @@ def test_non_finite_loss_names_the_hyper_parameters(tmp_path, capsys):
     out = tmp_path / "diverge"
     code = main(["pretrain", "--config", "shapes", "--out", str(out), *TINY, "loss.eps_d2=1e-12"])
     err = capsys.readouterr().err
-    assert code == 2 and "loss.eps_d2" in err and "loss.order" in err
-    assert not list(out.glob("*.pt"))  # nothing half-written
+    assert code == 2 and "loss.eps_d2" in err and "loss.order" in err and "non-finite" in err
+    # Only whole epochs that finished with a finite loss are on disk; the failing epoch wrote nothing.
+    saved = sorted(out.glob("checkpoint_*.pt"))
+    assert len(saved) < 2
+    for path in saved + ([out / "last.pt"] if saved else []):
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["meta"]["epoch"] == len(saved)
+        assert all(torch.isfinite(t).all() for t in ckpt["backbone"].values() if t.is_floating_point())
 
 
 def test_list_commands(capsys):
@@ -139,3 +145,13 @@ def test_pretrain_on_disk_sets_with_per_sample_augmentation(dataset, tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "start" and log[-1]["event"] == "epoch" and log[-1]["steps"] == 2
     assert torch.load(out / "last.pt", weights_only=True)["meta"]["config"]["data"]["augment"] == "cifar"
+
+
+def test_overrides_may_follow_options(capsys):
+    from mec_eval.cli import build_parser, main as cli_main
+
+    assert cli_main(["run", "--task", "knn", "--ckpt", "random:resnet_tiny", "--quiet", "knn.kk=3"]) == 2
+    assert "knn.kk" in capsys.readouterr().err  # reached the config, not argparse
+    assert cli_main(["run", "--task", "knn", "--ckpt", "random:resnet_tiny", "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert build_parser().prog == "mec-eval"
