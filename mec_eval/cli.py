@@ -134,10 +134,13 @@ def _listing(what: str) -> list[tuple[str, str]]:
 
         return [(e["name"], f"{e.get('method', '')} {e.get('epochs', '')}ep {e.get('arch', '')} ({e.get('source', '')})")
                 for e in list_manifest()]
-    registry = {"datasets": ("mec_eval.data", "DATASETS"), "objectives": ("mec_eval.objectives", "OBJECTIVES"),
-                "archs": ("mec_eval.models", "BACKBONES")}[what]
-    module = __import__(registry[0], fromlist=[registry[1]])
-    return getattr(module, registry[1]).describe()
+    if what == "datasets":
+        from mec_eval.data import DATASETS as registry
+    elif what == "objectives":
+        from mec_eval.objectives import OBJECTIVES as registry
+    else:
+        from mec_eval.models import BACKBONES as registry
+    return registry.describe()
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "report": _cmd_report,
