@@ -1,6 +1,8 @@
 """Process-group, device and precision helpers; the distributed ones are no-ops in one process."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as torch_dist
 
@@ -85,3 +87,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """``torch.autocast`` for the device, disabled when ``dtype`` is None."""
     return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def init_from_env() -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1).
+
+    NCCL when CUDA is available (one GPU per process, from LOCAL_RANK), gloo otherwise. Returns
+    whether this process is part of a multi-process run.
+    """
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch_dist.init_process_group(backend=backend)
+    return True

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mec_eval.checkpoints import make_canonical, safe_torch_load, save_canonical
 from mec_eval.config import PretrainConfig, to_dict
-from mec_eval.dist import is_distributed, is_main_process, resolve_device, resolve_precision, world_size
+from mec_eval.dist import (init_from_env, is_distributed, is_main_process, resolve_device, resolve_precision,
+                           world_size)
 from mec_eval.log import JsonLogger
 from mec_eval.models import SiameseNetwork
 from mec_eval.objectives import build_objective
@@ -91,6 +92,7 @@ def _resume(path: Path, cfg: PretrainConfig, net: SiameseNetwork, optimizer, sca
 
 def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
     """Train (or resume) and return the path of ``last.pt``."""
+    init_from_env()  # no-op unless launched by torchrun with several processes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     logger = JsonLogger(out / "log.jsonl" if is_main_process() else None, quiet=quiet or not is_main_process())
@@ -102,7 +104,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
     dataset, make_views = build_training_inputs(cfg.data, cfg.run.seed)
     if len(dataset) < cfg.optim.batch_size:
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} exceeds the {len(dataset)} training images of {cfg.data.name}")
-    net = build_network(cfg, objective).to(device)
+    net = build_network(cfg, objective)
+    if is_distributed() and device.type == "cuda":
+        # BatchNorm statistics over the global batch, as the official code (SyncBN on the whole
+        # model); torch's SyncBatchNorm is GPU-only, so multi-process CPU runs keep per-process BN.
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
     if cfg.run.channels_last:
         net = net.to(memory_format=torch.channels_last)
     params = [p for p in net.parameters() if p.requires_grad]
