@@ -6,7 +6,6 @@ state-dict layout (the canonical checkpoint's ``backbone``) serves all of them, 
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
@@ -81,20 +80,3 @@ def build_resnet_tiny() -> ResNet:
 def build_backbone(arch: str) -> nn.Module:
     """Instantiate a registered backbone with random weights; ``.feature_dim`` is its output width."""
     return BACKBONES.get(arch)()
-
-
-def backbone_feature_dim(model: nn.Module) -> int:
-    return int(model.feature_dim)
-
-
-@torch.no_grad()
-def feature_map_shapes(model: nn.Module, image_size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the stage outputs for a given input size (used in docs and sanity checks)."""
-    x = torch.zeros(1, 3, image_size, image_size)
-    model.eval()
-    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
-    shapes = {}
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        x = getattr(model, name)(x)
-        shapes[name] = tuple(x.shape[1:])
-    return shapes

@@ -1,6 +1,6 @@
 """Batched two-view augmentation on tensors, for in-memory datasets of fixed-size images.
 
-The same recipe as :mod:`mec_eval.pretrain.augment` (MEC App. C: BYOL augmentations), applied to a
+The recipes of :mod:`mec_eval.pretrain.augment` (MEC App. C: BYOL augmentations), applied to a
 whole uint8 batch at once with per-sample random parameters. On 32 px images torchvision's
 per-image PIL pipeline costs ~1.8 ms per view on this class of CPU, more than the network step;
 here each operation runs once per batch. Every operation uses torchvision's definitions
@@ -11,12 +11,12 @@ flip, colour jitter with a random order per sample, grayscale, Gaussian blur, so
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mec_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mec_eval.pretrain.augment import ViewRecipe, view_recipes
 
 _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
 
@@ -132,20 +132,6 @@ def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Te
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-@dataclass
-class ViewRecipe:
-    size: int
-    min_scale: float = 0.2
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    gray_p: float = 0.2
-    blur_p: float = 1.0
-    solarize_p: float = 0.0
-
-
 def _color_jitter(x: torch.Tensor, r: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
     """torchvision ColorJitter with an independent random op order per sample, applied with p.
 
@@ -180,10 +166,9 @@ def augment_view(images: torch.Tensor, r: ViewRecipe, gen: torch.Generator) -> t
     gray = (torch.rand(n, generator=gen) < r.gray_p).to(x.device).view(-1, 1, 1, 1)
     x = torch.where(gray, grayscale(x).expand_as(x), x)
     if r.blur_p > 0:
-        kernel = max(3, int(round(r.size * 0.1)) | 1)
         sigma = torch.empty(n).uniform_(0.1, 2.0, generator=gen).to(x)
         blur = (torch.rand(n, generator=gen) < r.blur_p).to(x.device).view(-1, 1, 1, 1)
-        x = torch.where(blur, gaussian_blur(x, kernel, sigma), x)
+        x = torch.where(blur, gaussian_blur(x, r.blur_kernel, sigma), x)
     if r.solarize_p > 0:
         sol = (torch.rand(n, generator=gen) < r.solarize_p).to(x.device).view(-1, 1, 1, 1)
         x = torch.where(sol & (x >= 128 / 255), 1 - x, x)
@@ -192,19 +177,11 @@ def augment_view(images: torch.Tensor, r: ViewRecipe, gen: torch.Generator) -> t
     return (x - mean) / std
 
 
-def batch_recipes(kind: str, size: int, min_scale: float) -> tuple[ViewRecipe, ViewRecipe]:
-    """The two asymmetric views of App. C (``byol``) or the blur-free CIFAR pair of App. B (``cifar``)."""
-    if kind == "byol":
-        return (ViewRecipe(size, min_scale, blur_p=1.0, solarize_p=0.0),
-                ViewRecipe(size, min_scale, blur_p=0.1, solarize_p=0.2))
-    return (ViewRecipe(size, min_scale, blur_p=0.0), ViewRecipe(size, min_scale, blur_p=0.0))
-
-
 class BatchTwoViews:
     """Callable turning a uint8 batch into the two augmented views, with its own seeded generator."""
 
     def __init__(self, kind: str, size: int, min_scale: float, seed: int):
-        self.recipes = batch_recipes(kind, size, min_scale)
+        self.recipes = view_recipes(kind, size, min_scale)
         self.generator = torch.Generator().manual_seed(seed)
 
     def reseed(self, seed: int) -> None:

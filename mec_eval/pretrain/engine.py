@@ -85,8 +85,4 @@ def train_one_epoch(model: SiameseNetwork, objective: torch.nn.Module, loader, o
     if not math.isfinite(mean_loss):
         raise non_finite_error(epoch, seen, loss_name)
     return {"loss": mean_loss, "seconds": elapsed, "steps": seen,
-            "images_per_s": seen * schedule_batch(loader) / max(elapsed, 1e-9)}
-
-
-def schedule_batch(loader) -> int:
-    return int(getattr(loader, "batch_size", 0) or 0)
+            "images_per_s": seen * loader.batch_size / max(elapsed, 1e-9)}

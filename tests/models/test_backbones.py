@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from mec_eval.models import BACKBONES, build_backbone
-from mec_eval.models.backbones import feature_map_shapes
 from mec_eval.utils import UserError
 
 
@@ -12,6 +11,17 @@ def test_feature_dims(arch, dim, size):
     with torch.no_grad():
         out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, dim) and model.feature_dim == dim
+
+
+@torch.no_grad()
+def feature_map_shapes(model, image_size):
+    """Stage output shapes, walked through torchvision's ResNet attributes."""
+    x = model.eval().maxpool(model.relu(model.bn1(model.conv1(torch.zeros(1, 3, image_size, image_size)))))
+    shapes = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        x = getattr(model, name)(x)
+        shapes[name] = tuple(x.shape[1:])
+    return shapes
 
 
 def test_cifar_stem_keeps_resolution():

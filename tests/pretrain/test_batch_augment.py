@@ -64,3 +64,16 @@ def test_views_are_seeded_and_normalised():
     torch.testing.assert_close(a[0], b[0])
     assert not torch.equal(a[0], c[0])
     assert not torch.equal(a[0], a[1])
+
+
+def test_one_recipe_drives_both_pipelines_and_typos_fail():
+    from mec_eval.pretrain.augment import build_two_view_transform, view_recipes
+    from mec_eval.utils import UserError
+
+    first, second = view_recipes("byol", 224)
+    assert (first.blur_p, second.blur_p, first.solarize_p, second.solarize_p, first.blur_kernel) == (1.0, 0.1, 0.0, 0.2, 23)
+    per_image = build_two_view_transform("cifar", 32)
+    assert not any("GaussianBlur" in repr(t) for t in per_image.first.transforms)
+    for build in (lambda: B.BatchTwoViews("byl", 32, 0.2, seed=0), lambda: build_two_view_transform("byl", 32)):
+        with pytest.raises(UserError, match="data.augment"):
+            build()
