@@ -2,8 +2,9 @@
 
 ``build_dataset(name, root, split, transform)`` returns a ``torch.utils.data.Dataset`` of
 ``(PIL RGB image, int label)`` items (``transform`` applied to the image, as in torchvision) with
-``.classes`` and ``.targets``; ``dataset_spec(name)`` tells its native size, class count and the
-on-disk layout it expects. Unknown names and bad paths are :class:`~mec_eval.utils.UserError`.
+``.classes`` and ``.targets`` (VOC 2007: multi-label, see :mod:`mec_eval.data.transfer`);
+``dataset_spec(name)`` tells its native size, class count, official splits, metric and the on-disk
+layout it expects. Unknown names, splits and bad paths are :class:`~mec_eval.utils.UserError`.
 """
 from __future__ import annotations
 
@@ -13,18 +14,22 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-from mec_eval.data import folders
+from mec_eval.data import folders, transfer
 from mec_eval.data.digits import DigitsDataset
 from mec_eval.data.shapes import KINDS, ShapesDataset
 from mec_eval.registry import Registry
 from mec_eval.utils import UserError
 
-SPLITS = ("train", "test")
+METRICS = ("top1", "mean_per_class", "voc07_map")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset is: native input size, classes (None when read from disk), where it lives."""
+    """What a dataset is: native input size, classes (None when read from disk), where it lives.
+
+    ``splits`` are the official ones only (a val split where the release has one); ``metric`` is
+    how MEC Table 8 / ssl-transfer scores it; ``multilabel`` targets are rows of 1/0/-1 (VOC).
+    """
 
     name: str
     image_size: int
@@ -32,6 +37,13 @@ class DatasetSpec:
     embedded: bool
     layout: str
     build: Callable[..., Dataset] = field(repr=False, compare=False)
+    splits: tuple[str, ...] = ("train", "test")
+    metric: str = "top1"
+    multilabel: bool = False
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"dataset {self.name}: metric must be one of {METRICS}, got {self.metric!r}")
 
 
 DATASETS: Registry = Registry("dataset")
@@ -63,6 +75,28 @@ _register(
     DatasetSpec("cifar100", 32, 100, False, folders.LAYOUTS["cifar100"], partial(folders.cifar, "cifar100")),
     "CIFAR-100 python batches (torchvision format; not downloaded)")
 
+# MEC Table 8 column order; cifar10/cifar100 are registered above.
+TRANSFER_DATASETS = ("food101", "cifar10", "cifar100", "sun397", "cars", "aircraft", "voc2007", "dtd", "pets",
+                     "caltech101", "flowers102")
+_WITH_VAL = ("train", "val", "test")
+# name: (classes, splits, metric, one-line help); splits, metrics and class counts as in ssl-transfer.
+_TRANSFER = {
+    "food101": (101, ("train", "test"), "top1", "Food-101 (meta/train.json, meta/test.json)"),
+    "sun397": (397, ("train", "test"), "top1", "SUN397, partition 01 (Training_01.txt / Testing_01.txt)"),
+    "cars": (196, ("train", "test"), "top1", "Stanford Cars (devkit .mat annotations, test with labels)"),
+    "aircraft": (100, _WITH_VAL, "mean_per_class", "FGVC-Aircraft 2013b, 100 variants (images_variant_*.txt)"),
+    "voc2007": (20, _WITH_VAL, "voc07_map", "PASCAL VOC 2007 multi-label classification (ImageSets/Main)"),
+    "dtd": (47, _WITH_VAL, "top1", "Describable Textures, split 1 (labels/{train,val,test}1.txt)"),
+    "pets": (37, ("train", "test"), "mean_per_class",
+             "Oxford-IIIT Pets, 37 breeds (annotations/trainval.txt, test.txt)"),
+    "caltech101": (102, ("train", "test"), "mean_per_class",
+                   "Caltech-101 incl. background; 30 train per class (seeded) or ssl-transfer's split files"),
+    "flowers102": (102, _WITH_VAL, "mean_per_class", "Oxford Flowers-102 (setid.mat trnid / valid / tstid)"),
+}
+for _name, (_classes, _splits, _metric, _help) in _TRANSFER.items():
+    _register(DatasetSpec(_name, 224, _classes, False, transfer.LAYOUTS[_name], transfer.LOADERS[_name],
+                          splits=_splits, metric=_metric, multilabel=_name == "voc2007"), _help)
+
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset; a typo raises a UserError with the close matches."""
@@ -70,14 +104,14 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def build_dataset(name: str, root: str | None, split: str, transform=None) -> Dataset:
-    """The ``split`` ("train" or "test"; "test" is the val folder of ImageNet/ImageFolder) of ``name``.
+    """The ``split`` (one of ``dataset_spec(name).splits``; "test" is the val folder of ImageNet/ImageFolder).
 
     Embedded sets ignore ``root``; the others need it and say what layout they expect.
     """
     spec = dataset_spec(name)
-    if split not in SPLITS:
-        raise UserError(f"{name}: unknown split '{split}' (choose {' or '.join(SPLITS)})")
+    if split not in spec.splits:
+        raise UserError(f"{name}: unknown split '{split}' (choose {' or '.join(spec.splits)})")
     return spec.build(root, split, transform)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "build_dataset", "dataset_spec"]
+__all__ = ["DATASETS", "METRICS", "TRANSFER_DATASETS", "DatasetSpec", "build_dataset", "dataset_spec"]

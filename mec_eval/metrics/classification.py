@@ -1,7 +1,14 @@
-"""Classification metrics: top-k accuracy and an accumulating evaluator."""
+"""Classification metrics in percent: top-k, mean per-class accuracy, VOC07 11-point mAP, and evaluators.
+
+The evaluators follow detectron2's DatasetEvaluator contract (``reset`` / ``process`` / ``evaluate``)
+and accumulate on CPU in float64 / int64, so a metric does not depend on how the data was batched;
+gathering across processes happens in one place (:func:`_gather`).
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
+from sklearn.metrics import precision_recall_curve
 
 from mec_eval.dist import is_distributed
 
@@ -17,7 +24,121 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> flo
     return float((top == target[:, None]).any(dim=1).float().mean() * 100.0)
 
 
-class ClassificationEvaluator:
+def _numpy(x) -> np.ndarray:
+    """A numpy array of a torch tensor (any device or dtype) or array-like."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        # numpy has no bfloat16 (autocast outputs); float64 holds every float dtype exactly.
+        return (x.double() if x.is_floating_point() else x).numpy()
+    return np.asarray(x)
+
+
+def mean_per_class_accuracy(pred, target) -> float:
+    """Mean over the classes present in ``target`` of per-class recall, in percent.
+
+    ssl-transfer's "mean per-class accuracy" (``linear.py``: confusion-matrix diagonal over row
+    sums, averaged), used for Aircraft, Pets, Caltech-101 and Flowers in MEC Table 8. Classes that
+    only occur in ``pred`` have no row and are not averaged (sklearn's ``balanced_accuracy_score``).
+
+    Args:
+        pred: predicted class ids [N] (take ``argmax`` of scores first).
+        target: true class ids [N].
+    """
+    pred, target = _numpy(pred), _numpy(target)
+    if pred.ndim != 1 or target.ndim != 1 or len(pred) != len(target):
+        raise ValueError(f"expected pred [N] and target [N] class ids, got {pred.shape} and {target.shape}")
+    if len(target) == 0:
+        raise ValueError("no samples")
+    pred, target = pred.astype(np.int64), target.astype(np.int64)
+    if target.min() < 0:
+        raise ValueError(f"class ids must be >= 0, got {target.min()}")
+    counts = np.bincount(target)
+    correct = np.bincount(target[pred == target], minlength=len(counts))
+    present = counts > 0
+    return float(np.mean(correct[present] / counts[present]) * 100.0)
+
+
+def voc07_ap(scores, labels) -> float:
+    """PASCAL VOC 2007 11-point interpolated average precision of one class, in percent.
+
+    Mean over recall thresholds t = 0, 0.1, ..., 1 of the highest precision at recall >= t (0 when
+    no point reaches t), on sklearn's ``precision_recall_curve``, as ssl-transfer's ``voc_eval_cls``
+    (MEC Table 8, VOC2007 classification). Two details follow that code so numbers agree exactly:
+    the curve ends in the point (recall 0, precision 1), so the t = 0 term is always 1; and the
+    thresholds are ``np.linspace(0, 1, 11)``, whose 0.3, 0.6 and 0.7 are a hair above those values,
+    so a recall of exactly 3/10 does not reach t = 0.3.
+
+    Args:
+        scores: [N] scores, higher = more confident the image shows the class.
+        labels: [N] in {1, 0, -1}: positive, negative, difficult. Difficult rows are dropped first.
+            (Not the VOC ``ImageSets`` file encoding, where 0 is difficult and -1 negative.)
+    """
+    scores, labels = _numpy(scores).astype(np.float64), _numpy(labels)
+    if scores.ndim != 1 or labels.shape != scores.shape:
+        raise ValueError(f"expected scores [N] and labels [N], got {scores.shape} and {labels.shape}")
+    odd = sorted(set(np.unique(labels).tolist()) - {1, 0, -1})
+    if odd:
+        raise ValueError(f"labels must be 1, 0 or -1 (difficult), got {odd}")
+    keep = labels != -1
+    scores, positive = scores[keep], labels[keep] == 1
+    if not positive.any():
+        raise ValueError("no positive example (after dropping difficult ones): AP is undefined")
+    precision, recall, _ = precision_recall_curve(positive, scores)
+    points = [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]
+    return float(np.mean(points) * 100.0)
+
+
+def voc07_map(scores, targets) -> float:
+    """Mean of :func:`voc07_ap` over the classes (columns), in percent.
+
+    A class with no positive example after dropping the difficult ones has no AP and is left out
+    of the mean (VOC2007 test has positives for all 20 classes, so this only affects small
+    subsets); if no class has a positive, ``ValueError``.
+
+    Args:
+        scores: [N, C] per-class scores (e.g. one binary classifier's decision function per class).
+        targets: [N, C] in {1, 0, -1} (positive, negative, difficult).
+    """
+    scores, targets = _numpy(scores), _numpy(targets)
+    if scores.ndim != 2 or targets.shape != scores.shape:
+        raise ValueError(f"expected scores [N, C] and targets [N, C], got {scores.shape} and {targets.shape}")
+    aps = [voc07_ap(scores[:, c], targets[:, c]) for c in range(scores.shape[1]) if (targets[:, c] == 1).any()]
+    if not aps:
+        raise ValueError("no class has a positive example: mAP is undefined")
+    return float(np.mean(aps))
+
+
+def _gather(columns: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Concatenate each column across all processes (identity in a single process)."""
+    if not is_distributed():
+        return columns
+    import torch.distributed as torch_dist
+
+    parts: list = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(parts, columns)
+    return tuple(torch.cat([part[i] for part in parts]) for i in range(len(columns)))
+
+
+class _Accumulator:
+    """Keeps per-batch CPU tensors; ``_gathered`` concatenates them over batches and processes."""
+
+    def reset(self) -> None:
+        self._batches: list[tuple[torch.Tensor, ...]] = []
+
+    def _add(self, *columns: torch.Tensor) -> None:
+        self._batches.append(columns)
+
+    def _gathered(self) -> tuple[torch.Tensor, ...]:
+        if not self._batches:
+            raise ValueError("evaluate() called before any process()")
+        return _gather(tuple(torch.cat(column) for column in zip(*self._batches)))
+
+
+def _cpu(x, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(x).detach().to(device="cpu", dtype=dtype)
+
+
+class ClassificationEvaluator(_Accumulator):
     """Accumulates scores and labels over batches; ``evaluate`` returns top-1 (and top-5) in percent.
 
     detectron2's DatasetEvaluator interface, so gathering across processes happens in one place.
@@ -27,27 +148,56 @@ class ClassificationEvaluator:
         self.topk = topk
         self.reset()
 
-    def reset(self) -> None:
-        self._scores: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-
     def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        self._scores.append(scores.detach().float().cpu())
-        self._targets.append(targets.detach().long().cpu())
-
-    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self._scores:
-            raise ValueError("evaluate() called before any process()")
-        scores, targets = torch.cat(self._scores), torch.cat(self._targets)
-        if is_distributed():
-            import torch.distributed as torch_dist
-
-            parts: list = [None] * torch_dist.get_world_size()
-            torch_dist.all_gather_object(parts, (scores, targets))
-            scores = torch.cat([p[0] for p in parts])
-            targets = torch.cat([p[1] for p in parts])
-        return scores, targets
+        self._add(_cpu(scores, torch.float64), _cpu(targets, torch.int64))
 
     def evaluate(self) -> dict[str, float]:
         scores, targets = self._gathered()
         return {f"top{k}": topk_accuracy(scores, targets, k) for k in self.topk if k <= scores.shape[1]}
+
+
+class MeanPerClassEvaluator(_Accumulator):
+    """Mean per-class accuracy and top-1 (both percent) of argmax predictions over all batches."""
+
+    def __init__(self):
+        self.reset()
+
+    def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """``scores`` [B, C] logits or probabilities, ``targets`` [B] class ids."""
+        scores = torch.as_tensor(scores)
+        if scores.ndim != 2:
+            raise ValueError(f"expected scores [B, C], got {tuple(scores.shape)}")
+        # Only the predicted class matters, so keep the argmax instead of every score.
+        self._add(_cpu(scores.argmax(dim=1), torch.int64), _cpu(targets, torch.int64))
+
+    def evaluate(self) -> dict[str, float]:
+        pred, targets = self._gathered()
+        if pred.shape != targets.shape:
+            raise ValueError(f"got {len(pred)} predictions but {len(targets)} targets")
+        return {"mean_per_class": mean_per_class_accuracy(pred, targets),
+                "top1": float((pred == targets).double().mean() * 100.0)}
+
+
+class VOC07MapEvaluator(_Accumulator):
+    """VOC2007 11-point mAP (percent) of multi-label scores [B, C] against targets [B, C] in {1, 0, -1}."""
+
+    def __init__(self):
+        self.reset()
+
+    def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        self._add(_cpu(scores, torch.float64), _cpu(targets, torch.int64))
+
+    def evaluate(self) -> dict[str, float]:
+        scores, targets = self._gathered()
+        return {"voc07_map": voc07_map(scores, targets)}
+
+
+EVALUATORS = {"top1": ClassificationEvaluator, "mean_per_class": MeanPerClassEvaluator,
+              "voc07_map": VOC07MapEvaluator}
+
+
+def evaluator_for(metric: str) -> _Accumulator:
+    """A fresh evaluator for a task's metric name: "top1" (top-1/top-5), "mean_per_class", "voc07_map"."""
+    if metric not in EVALUATORS:
+        raise ValueError(f"unknown metric {metric!r}; known metrics: {', '.join(EVALUATORS)}")
+    return EVALUATORS[metric]()

@@ -28,7 +28,9 @@ def _fails(name, root, split="train", *expected):
 
 
 def test_registry_names_and_specs():
-    assert DATASETS.names() == sorted(["digits", "shapes", "imagenet", "imagefolder", "cifar10", "cifar100"])
+    assert DATASETS.names() == sorted(["digits", "shapes", "imagenet", "imagefolder", "cifar10", "cifar100",
+                                       "food101", "sun397", "cars", "aircraft", "voc2007", "dtd", "pets",
+                                       "caltech101", "flowers102"])
     assert all(help_line and "\n" not in help_line for _, help_line in DATASETS.describe())
     assert dataset_spec("imagenet").image_size == 224 and dataset_spec("imagenet").num_classes is None
     assert dataset_spec("cifar100").num_classes == 100 and not dataset_spec("cifar100").embedded
