@@ -99,11 +99,16 @@ class PretrainConfig:
 # ----------------------------------------------------------------------------- evaluation sections
 @dataclass
 class EvalDataConfig:
-    name: str = "imagenet"
+    name: str = "imagenet"          # dataset registry name; "all" runs the 11 transfer sets (transfer tasks)
     root: Optional[str] = None
     image_size: int = 0             # 0: the dataset's native size (224 ImageNet, 32 embedded sets)
-    batch_size: int = 256           # feature-extraction batch
+    resize_ratio: float = 0.0       # test resize = image_size * ratio before the centre crop; 0: 256/224 from
+                                    # 128 px up (ImageNet protocol), 1 below (embedded 32 px sets)
+    interpolation: str = "bilinear"  # "bilinear" or "bicubic" (ssl-transfer resizes bicubic)
+    batch_size: int = 256           # inference batch (feature extraction, evaluation)
     num_workers: int = 0
+    subset_file: Optional[str] = None  # ImageNet semi-supervised split (SimCLR 1percent.txt / 10percent.txt)
+    percent: float = 0.0            # class-balanced seeded percent subset of train for sets without split files
 
 
 @dataclass
@@ -111,6 +116,25 @@ class EvalRunConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"         # autocast for the frozen backbone; metrics are computed in fp32
+
+
+@dataclass
+class EvalOptimConfig:
+    """Optimisation of the trained evaluation protocols (linear probe, semi-supervised, fine-tuning)."""
+    name: str = "sgd"               # "sgd" or "lars" (LARC-style trust ratio on every parameter)
+    epochs: int = 100
+    steps: int = 0                  # >0: train for this many iterations instead of epochs (ssl-transfer)
+    batch_size: int = 256
+    base_lr: float = 0.1            # learning rate of the backbone (or of the head when the backbone is frozen)
+    lr_scaling: str = "linear"      # "linear": lr = base_lr * batch_size / 256; "none": lr = base_lr
+    head_lr: Optional[float] = None  # absolute head learning rate when it differs from the backbone's
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    lars_trust: float = 0.001
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"        # "cosine" per iteration, "cosine-epoch" stepped per epoch, "constant"
+    max_steps_per_epoch: int = 0    # >0 truncates epochs (smoke tests)
 
 
 # ----------------------------------------------------------------------------- generic machinery

@@ -11,7 +11,7 @@ from pathlib import Path
 import submitit
 
 from mec_eval.config import from_dict, read_yaml
-from mec_eval.tasks import run_task
+from mec_eval.tasks import expand_task, run_task
 
 
 @dataclass
@@ -64,9 +64,9 @@ def make_executor(folder: str | Path, profile: SlurmProfile, cluster: str | None
 
 def submit_tasks(tasks: list[str], ckpt: str, runs_root: str | Path, overrides: list[str], profile: SlurmProfile,
                  force: bool = False, cluster: str | None = None) -> list[submitit.Job]:
-    """Submit one job per task as a job array; returns the jobs (``job.result()`` waits)."""
+    """Submit one job per run as a job array (``data.name=all`` makes one per dataset); returns the jobs."""
     executor = make_executor(Path(runs_root) / "slurm" / "%j", profile, cluster)
-    jobs = [TaskJob(t, ckpt, str(runs_root), list(overrides), force) for t in tasks]
+    jobs = [TaskJob(t, ckpt, str(runs_root), each, force) for t in tasks for each in expand_task(t, list(overrides))]
     with executor.batch():
         submitted = [executor.submit(job) for job in jobs]
     return submitted

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mec_eval.launch.slurm import SlurmProfile, load_profile, submit_tasks
 from mec_eval.log import JsonLogger
-from mec_eval.tasks import list_task_specs, load_task_spec, run_task
+from mec_eval.tasks import list_task_specs, load_task_spec, run_task_all
 from mec_eval.utils import UserError
 
 # What `suite` runs without --tasks: the protocols available in this version.
@@ -26,12 +26,12 @@ def run_suite(ckpt: str, tasks: list[str], runs_root: str | Path, overrides: lis
     """Run or submit every task; returns result paths (local) or job ids (slurm)."""
     logger = JsonLogger(None, quiet=quiet)
     if executor == "local":
-        return [str(run_task(t, ckpt, runs_root, overrides, force=force, quiet=quiet).path) for t in tasks]
+        return [str(o.path) for t in tasks for o in run_task_all(t, ckpt, runs_root, overrides, force=force, quiet=quiet)]
     if executor == "slurm":
         profile = load_profile(cluster_profile) if cluster_profile else SlurmProfile()
         jobs = submit_tasks(tasks, ckpt, runs_root, overrides, profile, force=force)
-        for task, job in zip(tasks, jobs):
-            logger.info(f"submitted {task} as SLURM job {job.job_id}")
+        for job in jobs:
+            logger.info(f"submitted SLURM job {job.job_id}")
         return [job.job_id for job in jobs]
     raise UserError(f"unknown --executor '{executor}' (choose local or slurm)")
 

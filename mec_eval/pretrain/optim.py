@@ -12,12 +12,16 @@ from mec_eval.utils import UserError
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratio (You et al., 2017), as used by BYOL / Barlow Twins.
 
-    One-dimensional parameters (biases, BatchNorm) get neither weight decay nor the trust ratio,
-    the usual exclusion in SSL LARS implementations.
+    By default one-dimensional parameters (biases, BatchNorm) get neither weight decay nor the trust
+    ratio, the usual exclusion in SSL pre-training. ``exclude_1d=False`` applies both to every
+    parameter, as apex's ``LARC(clip=False)`` wrapper around SGD does in the SimSiam/MEC linear probe
+    (``main_lincls.py --lars``).
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient))
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001, exclude_1d: bool = True):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient, exclude_1d=exclude_1d))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -27,7 +31,7 @@ class LARS(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 grad = p.grad
-                if p.ndim > 1:
+                if p.ndim > 1 or not group["exclude_1d"]:
                     grad = grad.add(p, alpha=group["weight_decay"])
                     param_norm, grad_norm = torch.norm(p), torch.norm(grad)
                     trust = torch.where((param_norm > 0) & (grad_norm > 0),

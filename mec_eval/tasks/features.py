@@ -1,83 +1,140 @@
-"""Frozen-backbone feature extraction with an on-disk cache shared by the fast protocols.
+"""Frozen-backbone feature extraction into a memory-mapped, resumable on-disk cache.
 
 Features depend only on (checkpoint weights, dataset, split, transform), so they are cached under
-``RUNS/.cache/features/`` keyed by those and reused by kNN, linear-fast and later tasks.
+``RUNS/.cache/features/`` keyed by those and shared by kNN, linear-fast, transfer-linear and the
+diagnostics. Extraction writes straight into ``.npy`` memory maps and records how many rows are
+done, so a killed extraction (a pre-empted SLURM job) continues where it stopped instead of
+starting over; ``meta.json`` is written last and marks the cache entry complete.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from mec_eval.checkpoints import Encoder
 from mec_eval.config import EvalDataConfig, EvalRunConfig
 from mec_eval.data import build_dataset, dataset_spec
-from mec_eval.data.transforms import eval_transform
+from mec_eval.data.transforms import eval_transform, interpolation_mode
 from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import progress
-from mec_eval.utils import atomic_write_bytes
+from mec_eval.utils import atomic_write_text
+
+CACHE_VERSION = 2
+FLUSH_EVERY = 20        # batches between progress records (bounds the work lost to a kill)
 
 
 def eval_image_size(data: EvalDataConfig) -> int:
     return data.image_size or dataset_spec(data.name).image_size
 
 
-def _cache_key(encoder: Encoder, data: EvalDataConfig, split: str, size: int, precision: str) -> str:
+def test_transform(data: EvalDataConfig):
+    """Deterministic resize + centre crop for ``data`` (ImageNet 256/224 from 128 px up unless configured)."""
+    size = eval_image_size(data)
+    ratio = data.resize_ratio or (256 / 224 if size >= 128 else 1.0)
+    return eval_transform(size, ratio, interpolation_mode(data.interpolation))
+
+
+@dataclass
+class FeatureSet:
+    """Features [N, D] (float32, possibly memory-mapped), targets [N] or [N, C], class names, and
+    where the split came from (a split file, a seeded sample) when the dataset says."""
+    features: np.ndarray
+    targets: np.ndarray
+    classes: list[str]
+    split_source: str | None = None
+
+
+def _cache_key(encoder: Encoder, data: EvalDataConfig, split: str, precision: str) -> str:
     ident = {"weights": encoder.sha256 or encoder.name, "arch": encoder.arch, "dataset": data.name,
-             "root": str(Path(data.root).resolve()) if data.root else None, "split": split, "size": size,
-             "precision": precision, "version": 1}
+             "root": str(Path(data.root).resolve()) if data.root else None, "split": split,
+             "size": eval_image_size(data), "ratio": data.resize_ratio, "interp": data.interpolation,
+             "precision": precision, "version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
-def extract(encoder: Encoder, dataset, batch_size: int, num_workers: int, device: torch.device,
-            amp_dtype, quiet: bool = False, desc: str = "features") -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features (float32 [N, D]) and labels (int64 [N]) in dataset order."""
-    model = encoder.backbone.to(device).eval()
+def iterate_features(model: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int,
+                     device: torch.device, amp_dtype, quiet: bool = False, desc: str = "features"):
+    """Yield (pooled features float32 [B, D] on CPU, targets) batch by batch, in dataset order."""
+    model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
-    feats, labels = [], []
     for images, targets in progress(loader, total=len(loader), desc=desc, quiet=quiet):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             out = model(images)
-        feats.append(out.float().cpu())
-        labels.append(torch.as_tensor(targets))
-    return torch.cat(feats).numpy(), torch.cat(labels).long().numpy()
+        yield out.float().cpu(), torch.as_tensor(targets)
+
+
+def _open_or_create(path: Path, shape: tuple, dtype) -> np.ndarray:
+    if path.is_file():
+        existing = np.load(path, mmap_mode="r+")
+        if existing.shape == shape and existing.dtype == dtype:
+            return existing
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_size: int, num_workers: int,
+                     device: torch.device, amp_dtype, quiet: bool, desc: str) -> None:
+    """Fill ``folder/features.npy`` and ``targets.npy`` row by row, resuming from ``progress.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    progress_file = folder / "progress.json"
+    done = json.loads(progress_file.read_text())["rows"] if progress_file.is_file() else 0
+    n = len(dataset)
+    remaining = Subset(dataset, range(done, n)) if done else dataset
+    feats = targets = None
+    row = done
+    for batch, (out, labels) in enumerate(iterate_features(encoder.backbone, remaining, batch_size, num_workers,
+                                                            device, amp_dtype, quiet, desc)):
+        if feats is None:
+            feats = _open_or_create(folder / "features.npy", (n, out.shape[1]), np.float32)
+            targets = _open_or_create(folder / "targets.npy", (n, *labels.shape[1:]), np.int64)
+        feats[row:row + len(out)] = out.numpy()
+        targets[row:row + len(out)] = labels.numpy()
+        row += len(out)
+        if (batch + 1) % FLUSH_EVERY == 0:
+            feats.flush()
+            targets.flush()
+            atomic_write_text(progress_file, json.dumps({"rows": row}))
+    if feats is not None:
+        feats.flush()
+        targets.flush()
+    atomic_write_text(progress_file, json.dumps({"rows": row}))
 
 
 def cached_features(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, split: str, cache_root: Path,
-                    quiet: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features, labels and class names of one split, from the cache when present."""
-    size = eval_image_size(data)
-    dataset = build_dataset(data.name, data.root, split, transform=eval_transform(size, 256 / 224 if size >= 128 else 1.0))
-    key = _cache_key(encoder, data, split, size, run.precision)
-    path = Path(cache_root) / f"{data.name}-{split}-{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            return cached["features"], cached["labels"], list(dataset.classes)
-    device = resolve_device(run.device)
-    feats, labels = extract(encoder, dataset, data.batch_size, data.num_workers, device,
-                            resolve_precision(run.precision, device), quiet=quiet, desc=f"{data.name}/{split}")
-    buffer = io.BytesIO()
-    np.savez(buffer, features=feats, labels=labels)
-    atomic_write_bytes(path, buffer.getvalue())
-    return feats, labels, list(dataset.classes)
+                    quiet: bool = False) -> FeatureSet:
+    """Features, targets and class names of one split, extracted once and then read from the cache."""
+    dataset = build_dataset(data.name, data.root, split, transform=test_transform(data))
+    folder = Path(cache_root) / f"{data.name}-{split}-{_cache_key(encoder, data, split, run.precision)}"
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        device = resolve_device(run.device)
+        extract_to_cache(encoder, dataset, folder, data.batch_size, data.num_workers, device,
+                         resolve_precision(run.precision, device), quiet, f"{data.name}/{split}")
+        atomic_write_text(meta, json.dumps({"dataset": data.name, "split": split, "rows": len(dataset),
+                                            "checkpoint": encoder.name, "sha256": encoder.sha256}, indent=1))
+    return FeatureSet(np.load(folder / "features.npy", mmap_mode="r"), np.load(folder / "targets.npy"),
+                      list(dataset.classes), getattr(dataset, "split_source", None))
 
 
 class FeatureTask:
-    """Base of the tasks that work on cached frozen features of a train and a test split."""
+    """Base of the tasks that work on cached frozen features."""
 
     def __init__(self, cache_dir: Path, quiet: bool = False):
         self.cache_dir, self.quiet = Path(cache_dir), quiet
 
+    def features(self, encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, split: str) -> FeatureSet:
+        return cached_features(encoder, data, run, split, self.cache_dir, self.quiet)
+
     def split_features(self, encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig):
         """(train_x, train_y, test_x, test_y, class names) as numpy arrays."""
-        train_x, train_y, classes = cached_features(encoder, data, run, "train", self.cache_dir, self.quiet)
-        test_x, test_y, _ = cached_features(encoder, data, run, "test", self.cache_dir, self.quiet)
-        return train_x, train_y, test_x, test_y, classes
+        train = self.features(encoder, data, run, "train")
+        test = self.features(encoder, data, run, "test")
+        return np.array(train.features), train.targets, np.array(test.features), test.targets, train.classes

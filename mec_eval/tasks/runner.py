@@ -8,6 +8,7 @@ from typing import Any
 
 from mec_eval.checkpoints import load_encoder
 from mec_eval.config import config_hash, find_named_yaml, from_dict, merge, parse_overrides, read_yaml, to_dict
+from mec_eval.data import TRANSFER_DATASETS
 from mec_eval.log import JsonLogger
 from mec_eval.runs import build_result, finished_result, now_iso, run_dir, save_config, write_result
 from mec_eval.tasks.registry import TASKS
@@ -53,6 +54,27 @@ def resolve_task(task: str, overrides: list[str]) -> tuple[TaskSpec, Any, Any]:
     adapter_cls = TASKS.get(spec.adapter)
     cfg = from_dict(adapter_cls.Config, merge(spec.config, parse_overrides(overrides)))
     return spec, adapter_cls, cfg
+
+
+def expand_task(task: str, overrides: list[str]) -> list[list[str]]:
+    """The override lists of the runs one ``(task, overrides)`` stands for.
+
+    ``data.name=all`` on a transfer task is the 11 datasets of MEC Table 8, one run (and one
+    result.json) each, all read from ``data.root`` (the folder holding the extracted datasets).
+    """
+    _, adapter_cls, cfg = resolve_task(task, overrides)
+    if getattr(getattr(cfg, "data", None), "name", None) != "all":
+        return [list(overrides)]
+    if not getattr(adapter_cls, "expands_all", False):
+        raise UserError(f"data.name=all is for the transfer tasks; task '{task}' needs one dataset name")
+    return [[*overrides, f"data.name={name}"] for name in TRANSFER_DATASETS]
+
+
+def run_task_all(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
+                 force: bool = False, quiet: bool = False) -> list[RunOutcome]:
+    """:func:`run_task` for every run :func:`expand_task` makes of ``task`` (one unless data.name=all)."""
+    return [run_task(task, ckpt, runs_root, each, force=force, quiet=quiet)
+            for each in expand_task(task, overrides or [])]
 
 
 def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,

@@ -1,0 +1,116 @@
+"""Semi-supervised fine-tuning on 1 % / 10 % of the labels (MEC Table 2).
+
+The whole network is fine-tuned on a labelled subset and scored top-1/top-5 on the full test
+split after the last epoch. ImageNet uses the fixed SimCLR subsets (``1percent.txt``,
+``10percent.txt``, passed as ``data.subset_file``; their official sha256 is recognised and
+recorded); other datasets use a class-balanced subset drawn with a fixed seed (0), so every
+checkpoint and trial sees the same labelled images, as with the official files.
+
+Default protocol (``semi-1pct``/``semi-10pct``): Barlow Twins ``evaluate.py`` — SGD momentum 0.9,
+backbone lr 0.005, head lr 0.5, no weight decay, cosine stepped per epoch, 20 epochs, batch 256,
+RandomResizedCrop + flip. The MEC paper's stated variant (App. C) is ``semi-*-mec``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from mec_eval.checkpoints import Encoder
+from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
+from mec_eval.data import build_dataset
+from mec_eval.data.subsets import (IMAGENET_SUBSETS, identify_subset_file, percent_subset_indices,
+                                   read_subset_file, subset_indices)
+from mec_eval.data.transforms import interpolation_mode, train_transform
+from mec_eval.dist import resolve_device, resolve_precision
+from mec_eval.log import JsonLogger
+from mec_eval.metrics.classification import ClassificationEvaluator
+from mec_eval.tasks.base import Result
+from mec_eval.tasks.features import eval_image_size, test_transform
+from mec_eval.tasks.training import Classifier, Trainer, peak_lr, predict
+from mec_eval.utils import UserError
+
+SUBSET_SEED = 0  # fixed, like the official split files: trials vary the training seed, not the labels
+
+
+@dataclass
+class SemiConfig:
+    protocol: str = "paper"
+    data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(percent=1.0))
+    optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
+        name="sgd", epochs=20, batch_size=256, base_lr=0.005, lr_scaling="none", head_lr=0.5,
+        weight_decay=0.0, schedule="cosine-epoch"))
+    run: EvalRunConfig = field(default_factory=EvalRunConfig)
+
+
+def official_name(percent: float) -> str | None:
+    """"1percent" / "10percent" for the percentages the SimCLR files provide."""
+    return {1.0: "1percent", 10.0: "10percent"}.get(float(percent))
+
+
+def labelled_subset(train: Dataset, data: EvalDataConfig) -> tuple[list[int], str]:
+    """Indices of the labelled images and a description of where they come from."""
+    if data.subset_file:
+        if not hasattr(train, "samples"):
+            raise UserError(f"data.subset_file lists image files; dataset '{data.name}' is not read from image "
+                            "files (use data.percent for it, or the imagenet/imagefolder datasets)")
+        names = read_subset_file(data.subset_file)
+        which = identify_subset_file(data.subset_file)
+        expected = official_name(data.percent) if data.name == "imagenet" else None
+        if which and expected and which != expected:
+            raise UserError(f"data.subset_file is the official {which}.txt but this task uses {data.percent:g} % "
+                            f"of the labels ({expected}.txt)")
+        source = f"SimCLR {which}.txt (official sha256)" if which else f"user file {data.subset_file} (not an official split)"
+        return subset_indices(train.samples, names, data.subset_file), source
+    if data.name == "imagenet":
+        files = ", ".join(f"{k}.txt ({n} lines, sha256 {h[:12]}...)" for k, (n, h) in IMAGENET_SUBSETS.items())
+        raise UserError("semi-supervised ImageNet uses the fixed SimCLR splits: set data.subset_file=PATH to "
+                        f"google-research/simclr imagenet_subsets/{official_name(data.percent) or '1percent'}.txt "
+                        f"(known: {files})")
+    indices = percent_subset_indices(train.targets, data.percent, SUBSET_SEED).tolist()
+    return indices, f"class-balanced {data.percent:g} % of train, seed {SUBSET_SEED}"
+
+
+def linear_head(dim: int, num_classes: int) -> nn.Linear:
+    """Classifier initialised N(0, 0.01), zero bias (Barlow Twins evaluate.py)."""
+    head = nn.Linear(dim, num_classes)
+    nn.init.normal_(head.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class SemiTask:
+    name = "semi"
+    Config = SemiConfig
+
+    def __init__(self, cache_dir: Path, quiet: bool = False):
+        self.quiet = quiet
+
+    def run(self, encoder: Encoder, cfg: SemiConfig, workdir: Path) -> Result:
+        size = eval_image_size(cfg.data)
+        train = build_dataset(cfg.data.name, cfg.data.root, "train",
+                              train_transform(size, interpolation=interpolation_mode(cfg.data.interpolation)))
+        test = build_dataset(cfg.data.name, cfg.data.root, "test", test_transform(cfg.data))
+        indices, source = labelled_subset(train, cfg.data)
+        labelled = Subset(train, indices)
+        device = resolve_device(cfg.run.device)
+        amp = resolve_precision(cfg.run.precision, device)
+        head = linear_head(encoder.feature_dim, len(train.classes))
+        model = Classifier(encoder.backbone, head, frozen=False)
+        lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(labelled)))
+        head_lr = cfg.optim.head_lr if cfg.optim.head_lr is not None else lr
+        groups = [{"params": list(encoder.backbone.parameters()), "lr": lr},
+                  {"params": list(head.parameters()), "lr": head_lr}]
+        workdir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(model, groups, cfg.optim, device, amp, cfg.run.seed, workdir / "state.pt",
+                          num_workers=cfg.data.num_workers, quiet=self.quiet,
+                          logger=JsonLogger(workdir / "log.jsonl", quiet=True))
+        plan = trainer.fit(labelled)
+        scores, targets = predict(model, test, cfg.data.batch_size, device, amp, cfg.data.num_workers, self.quiet)
+        evaluator = ClassificationEvaluator()
+        evaluator.process(scores, targets)
+        return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",
+                      extra={"labelled_images": len(labelled), "subset": source, "n_test": len(test),
+                             "backbone_lr": lr, "head_lr": head_lr, "iterations": plan.total_iters})
