@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
+from typing import Callable
 
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
@@ -30,12 +31,13 @@ def fail(name: str, problem: str) -> UserError:
     return UserError(f"{name}: {problem}; expected layout: {' '.join(LAYOUTS[name].split())}")
 
 
-def _root_dir(name: str, root: str | Path | None) -> Path:
+def root_dir(name: str, root: str | Path | None, fail_with: Callable[[str, str], UserError] = fail) -> Path:
+    """``root`` as an existing folder, else the dataset's one-line error (``fail_with`` names its layout)."""
     if root is None:
-        raise fail(name, "needs a data root folder but none was given (set data.root=PATH)")
+        raise fail_with(name, "needs a data root folder but none was given (set data.root=PATH)")
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise fail(name, f"no folder {path}")
+        raise fail_with(name, f"no folder {path}")
     return path
 
 
@@ -62,7 +64,7 @@ def image_folder(name: str, root: str | Path | None, split: str, transform=None,
     that train lacks is an error, a train class with no val images is allowed. ``wnid_classes``
     requires WordNet-id folder names, which catches a root pointing at the wrong tree.
     """
-    base = _root_dir(name, root)
+    base = root_dir(name, root)
     train_dir = base / "train"
     if not train_dir.is_dir():
         raise fail(name, f"no folder {train_dir}")
@@ -152,7 +154,7 @@ def cifar(name: str, root, split: str, transform=None) -> CIFAR10:
     folder's files are first screened by a restricted unpickler instead.
     """
     loader = _CIFAR_CLASSES[name]
-    path = _root_dir(name, root)
+    path = root_dir(name, root)
     if path.name == loader.base_folder:
         path = path.parent
     batches = path / loader.base_folder

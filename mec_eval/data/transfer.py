@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mec_eval.data.folders import root_dir
 from mec_eval.utils import UserError
 
 LAYOUTS = {
@@ -82,18 +83,9 @@ class TransferDataset(Dataset):
         return image, target
 
 
-def _root_dir(name: str, root) -> Path:
-    if root is None:
-        raise fail(name, "needs a data root folder but none was given (set data.root=PATH)")
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise fail(name, f"no folder {base}")
-    return base
-
-
 def _dataset_dir(name: str, root, subdirs: tuple[str, ...], marker: str) -> Path:
     """The dataset folder: ``root`` itself or ``root/<subdir>``, the first that holds ``marker``."""
-    base = _root_dir(name, root)
+    base = root_dir(name, root, fail)
     candidates = [base] + [base / s for s in subdirs]
     for folder in candidates:
         if (folder / marker).exists():
@@ -317,7 +309,7 @@ def pets(root, split: str, transform=None) -> TransferDataset:
 
 def _caltech_categories(root) -> Path:
     """``101_ObjectCategories`` given itself, the caltech101/ folder holding it, or that folder's parent."""
-    base = _root_dir("caltech101", root)
+    base = root_dir("caltech101", root, fail)
     candidates = [base / "101_ObjectCategories", base / "caltech101" / "101_ObjectCategories"]
     if base.name == "101_ObjectCategories":
         return base

@@ -15,14 +15,10 @@ from torch import nn
 
 from mec_eval.checkpoints import Encoder
 from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
-from mec_eval.data import build_dataset
-from mec_eval.data.transforms import interpolation_mode, train_transform
-from mec_eval.dist import resolve_device, resolve_precision
-from mec_eval.log import JsonLogger
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.features import eval_image_size, test_transform
-from mec_eval.tasks.training import Classifier, Trainer, peak_lr, predict
+from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
+                                     supervised_sets)
 
 
 @dataclass
@@ -36,36 +32,20 @@ class LinearConfig:
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:
     """Affine-free BatchNorm + linear layer, initialised as in main_lincls.py."""
-    linear = nn.Linear(dim, num_classes)
-    nn.init.normal_(linear.weight, mean=0.0, std=0.01)
-    nn.init.zeros_(linear.bias)
-    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), linear)
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), linear_head(dim, num_classes))
 
 
-class LinearTask:
+class LinearTask(TrainedTask):
     name = "linear"
     Config = LinearConfig
 
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.quiet = quiet
-
     def run(self, encoder: Encoder, cfg: LinearConfig, workdir: Path) -> Result:
-        size = eval_image_size(cfg.data)
-        train = build_dataset(cfg.data.name, cfg.data.root, "train",
-                              train_transform(size, interpolation=interpolation_mode(cfg.data.interpolation)))
-        test = build_dataset(cfg.data.name, cfg.data.root, "test", test_transform(cfg.data))
-        device = resolve_device(cfg.run.device)
-        amp = resolve_precision(cfg.run.precision, device)
+        train, test = supervised_sets(cfg.data)
         head = probe_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=True, chunk=cfg.data.batch_size)
         lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(train)))
-        groups = [{"params": list(head.parameters()), "lr": lr}]
-        workdir.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(model, groups, cfg.optim, device, amp, cfg.run.seed, workdir / "state.pt",
-                          num_workers=cfg.data.num_workers, quiet=self.quiet,
-                          logger=JsonLogger(workdir / "log.jsonl", quiet=True))
-        plan = trainer.fit(train)
-        scores, targets = predict(model, test, cfg.data.batch_size, device, amp, cfg.data.num_workers, self.quiet)
+        plan, scores, targets = fit_then_predict(model, [{"params": list(head.parameters()), "lr": lr}], train, test,
+                                                 cfg.optim, cfg.data, cfg.run, workdir, self.quiet)
         evaluator = ClassificationEvaluator()
         evaluator.process(scores, targets)
         return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",

@@ -15,21 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from mec_eval.checkpoints import Encoder
 from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
-from mec_eval.data import build_dataset
 from mec_eval.data.subsets import (IMAGENET_SUBSETS, identify_subset_file, percent_subset_indices,
                                    read_subset_file, subset_indices)
-from mec_eval.data.transforms import interpolation_mode, train_transform
-from mec_eval.dist import resolve_device, resolve_precision
-from mec_eval.log import JsonLogger
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.features import eval_image_size, test_transform
-from mec_eval.tasks.training import Classifier, Trainer, peak_lr, predict
+from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
+                                     supervised_sets)
 from mec_eval.utils import UserError
 
 SUBSET_SEED = 0  # fixed, like the official split files: trials vary the training seed, not the labels
@@ -73,42 +68,22 @@ def labelled_subset(train: Dataset, data: EvalDataConfig) -> tuple[list[int], st
     return indices, f"class-balanced {data.percent:g} % of train, seed {SUBSET_SEED}"
 
 
-def linear_head(dim: int, num_classes: int) -> nn.Linear:
-    """Classifier initialised N(0, 0.01), zero bias (Barlow Twins evaluate.py)."""
-    head = nn.Linear(dim, num_classes)
-    nn.init.normal_(head.weight, mean=0.0, std=0.01)
-    nn.init.zeros_(head.bias)
-    return head
-
-
-class SemiTask:
+class SemiTask(TrainedTask):
     name = "semi"
     Config = SemiConfig
 
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.quiet = quiet
-
     def run(self, encoder: Encoder, cfg: SemiConfig, workdir: Path) -> Result:
-        size = eval_image_size(cfg.data)
-        train = build_dataset(cfg.data.name, cfg.data.root, "train",
-                              train_transform(size, interpolation=interpolation_mode(cfg.data.interpolation)))
-        test = build_dataset(cfg.data.name, cfg.data.root, "test", test_transform(cfg.data))
+        train, test = supervised_sets(cfg.data)
         indices, source = labelled_subset(train, cfg.data)
         labelled = Subset(train, indices)
-        device = resolve_device(cfg.run.device)
-        amp = resolve_precision(cfg.run.precision, device)
         head = linear_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=False)
         lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(labelled)))
         head_lr = cfg.optim.head_lr if cfg.optim.head_lr is not None else lr
         groups = [{"params": list(encoder.backbone.parameters()), "lr": lr},
                   {"params": list(head.parameters()), "lr": head_lr}]
-        workdir.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(model, groups, cfg.optim, device, amp, cfg.run.seed, workdir / "state.pt",
-                          num_workers=cfg.data.num_workers, quiet=self.quiet,
-                          logger=JsonLogger(workdir / "log.jsonl", quiet=True))
-        plan = trainer.fit(labelled)
-        scores, targets = predict(model, test, cfg.data.batch_size, device, amp, cfg.data.num_workers, self.quiet)
+        plan, scores, targets = fit_then_predict(model, groups, labelled, test, cfg.optim, cfg.data, cfg.run,
+                                                 workdir, self.quiet)
         evaluator = ClassificationEvaluator()
         evaluator.process(scores, targets)
         return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",

@@ -18,11 +18,29 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mec_eval.config import EvalOptimConfig
-from mec_eval.dist import autocast
+from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
+from mec_eval.data import build_dataset
+from mec_eval.data.transforms import interpolation_mode, train_transform
+from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import JsonLogger, progress
 from mec_eval.pretrain.optim import LARS
+from mec_eval.tasks.features import eval_image_size, test_transform
 from mec_eval.utils import UserError, atomic_torch_save
+
+
+class TrainedTask:
+    """Base of the adapters that train (they keep ``state.pt`` in their run folder, no feature cache)."""
+
+    def __init__(self, cache_dir: Path, quiet: bool = False):
+        self.quiet = quiet
+
+
+def linear_head(dim: int, num_classes: int) -> nn.Linear:
+    """Linear classifier initialised N(0, 0.01) with zero bias (main_lincls.py, Barlow Twins evaluate.py)."""
+    head = nn.Linear(dim, num_classes)
+    nn.init.normal_(head.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 class Classifier(nn.Module):
@@ -211,3 +229,24 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
             scores.append(model(images).float().cpu())
         targets.append(torch.as_tensor(target))
     return torch.cat(scores), torch.cat(targets)
+
+
+def supervised_sets(data: EvalDataConfig) -> tuple[Dataset, Dataset]:
+    """(train split with RandomResizedCrop + flip, test split with resize + centre crop) of ``data``."""
+    augment = train_transform(eval_image_size(data), interpolation=interpolation_mode(data.interpolation))
+    return (build_dataset(data.name, data.root, "train", augment),
+            build_dataset(data.name, data.root, "test", test_transform(data)))
+
+
+def fit_then_predict(model: Classifier, groups: list[dict], train: Dataset, test: Dataset, optim: EvalOptimConfig,
+                     data: EvalDataConfig, run: EvalRunConfig, workdir: Path, quiet: bool = False,
+                     multilabel: bool = False) -> tuple[TrainPlan, torch.Tensor, torch.Tensor]:
+    """Train ``model`` on ``train`` (resumable from ``workdir/state.pt``), then score ``test``."""
+    device = resolve_device(run.device)
+    amp = resolve_precision(run.precision, device)
+    workdir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model, groups, optim, device, amp, run.seed, workdir / "state.pt", multilabel=multilabel,
+                      num_workers=data.num_workers, quiet=quiet, logger=JsonLogger(workdir / "log.jsonl", quiet=True))
+    plan = trainer.fit(train)
+    scores, targets = predict(model, test, data.batch_size, device, amp, data.num_workers, quiet)
+    return plan, scores, targets

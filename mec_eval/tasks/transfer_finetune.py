@@ -24,11 +24,9 @@ from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
 from mec_eval.data import build_dataset, dataset_spec
 from mec_eval.data.subsets import holdout_split
 from mec_eval.data.transforms import interpolation_mode, train_transform
-from mec_eval.dist import resolve_device, resolve_precision
-from mec_eval.log import JsonLogger
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.features import test_transform
-from mec_eval.tasks.training import Classifier, Trainer, predict
+from mec_eval.tasks.training import Classifier, TrainedTask, fit_then_predict
 from mec_eval.tasks.transfer import VAL_FRACTION, VAL_SEED, score, transfer_data
 from mec_eval.utils import UserError, atomic_write_text
 
@@ -75,26 +73,19 @@ def finetune_splits(data: EvalDataConfig) -> FinetuneSplits:
                           list(full.classes), f"{VAL_FRACTION:.0%} of train held out (seed {VAL_SEED})")
 
 
-class TransferFinetuneTask:
+class TransferFinetuneTask(TrainedTask):
     name = "transfer-finetune"
     Config = TransferFinetuneConfig
     expands_all = True
 
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.quiet = quiet
-
     def _train_and_score(self, encoder: Encoder, cfg: TransferFinetuneConfig, optim: EvalOptimConfig,
                          fit_on: Dataset, score_on: Dataset, num_classes: int, folder: Path) -> dict[str, float]:
         spec = dataset_spec(cfg.data.name)
-        device = resolve_device(cfg.run.device)
-        amp = resolve_precision(cfg.run.precision, device)
         backbone = copy.deepcopy(encoder.backbone)  # every run starts from the pre-trained weights
         model = Classifier(backbone, nn.Linear(encoder.feature_dim, num_classes), frozen=False)
-        folder.mkdir(parents=True, exist_ok=True)
-        Trainer(model, [{"params": list(model.parameters()), "lr": optim.base_lr}], optim, device, amp,
-                cfg.run.seed, folder / "state.pt", multilabel=spec.multilabel, num_workers=cfg.data.num_workers,
-                quiet=self.quiet, logger=JsonLogger(folder / "log.jsonl", quiet=True)).fit(fit_on)
-        scores, targets = predict(model, score_on, cfg.data.batch_size, device, amp, cfg.data.num_workers, self.quiet)
+        _, scores, targets = fit_then_predict(model, [{"params": list(model.parameters()), "lr": optim.base_lr}],
+                                              fit_on, score_on, optim, cfg.data, cfg.run, folder, self.quiet,
+                                              multilabel=spec.multilabel)
         return score(spec.metric, scores.numpy().astype(np.float64), targets.numpy())
 
     def run(self, encoder: Encoder, cfg: TransferFinetuneConfig, workdir: Path) -> Result:
