@@ -48,9 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     _add_overrides(p)
 
-    p = sub.add_parser("report", help="HTML report of every result.json under the runs folders")
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--out", default="reports/report.html")
+    p = sub.add_parser("report", help="HTML/PDF report with rankings and radar charts of every result.json")
+    p.add_argument("--runs", nargs="+", required=True, help="one or more runs folders (searched recursively)")
+    p.add_argument("--out", default="reports/report.html", help="HTML file (default reports/report.html)")
+    p.add_argument("--pdf", action="store_true", help="also write the PDF next to the HTML")
+    p.add_argument("--with-published", action="store_true", help="place your checkpoints among the MEC paper's rows")
+    p.add_argument("--csv", metavar="DIR", help="write results.csv and ranks.csv into DIR")
+    p.add_argument("--markdown", nargs="?", const="", metavar="PATH",
+                   help="also write the tables as Markdown (default: next to the HTML, .md)")
     p.add_argument("--title", default="mec-eval report")
 
     p = sub.add_parser("convert", help="convert a checkpoint to detectron2 .pkl, torchvision or canonical")
@@ -78,10 +83,10 @@ def _cmd_pretrain(args) -> None:
 
 
 def _cmd_run(args) -> None:
-    from mec_eval.tasks import run_task
+    from mec_eval.tasks import run_task_all
 
-    outcome = run_task(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet)
-    print(outcome.path)
+    for outcome in run_task_all(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet):
+        print(outcome.path)
 
 
 def _cmd_suite(args) -> None:
@@ -93,10 +98,14 @@ def _cmd_suite(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from mec_eval.report import collect_results, results_table, write_html_report
+    from mec_eval.report import build_report
 
-    long = collect_results(args.runs)
-    print(write_html_report(long, results_table(long), args.out, title=args.title))
+    markdown = Path(args.out).with_suffix(".md") if args.markdown == "" else args.markdown
+    outputs = build_report(args.runs, args.out, pdf=args.pdf, with_published=args.with_published,
+                           csv_dir=args.csv, markdown=markdown, title=args.title)
+    for path in [outputs.html, outputs.pdf, *outputs.csv, outputs.markdown]:
+        if path is not None:
+            print(path)
 
 
 def _cmd_convert(args) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from mec_eval.config import load_pretrain_config
 from mec_eval.log import JsonLogger
 from mec_eval.pretrain.main import pretrain
-from mec_eval.report import collect_results, results_table, write_html_report
+from mec_eval.report import build_report
 from mec_eval.tasks import run_task
 
 METHODS = ("mec", "byol")
@@ -39,7 +39,7 @@ def demo(out: str | Path = "demo_out", quick: bool = False, quiet: bool = False)
         for dataset in EVAL_DATA:
             for task in EVAL_TASKS:
                 run_task(task, ckpt, runs, [f"data.name={dataset}"], quiet=quiet)
-    long = collect_results([runs])
-    report = write_html_report(long, results_table(long), out / "report.html", title=f"mec-eval demo ({mode})")
+    report = build_report([runs], out / "report.html", pdf=True, csv_dir=out / "report_csv",
+                          markdown=out / "report.md", title=f"mec-eval demo ({mode})").html
     logger.log(event="demo_done", mode=mode, seconds=round(time.perf_counter() - t0, 1), report=str(report))
     return report

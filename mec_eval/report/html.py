@@ -1,101 +1,91 @@
-"""A self-contained HTML report: inline CSS, no scripts, no network at view time."""
+"""A self-contained HTML report: inline CSS and inline SVG charts, no scripts, no network at view time."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
-import pandas as pd
-
-from mec_eval.runs import now_iso
-from mec_eval.utils import atomic_write_text
+from mec_eval import __version__
+from mec_eval.report.document import ChartView, Report
+from mec_eval.report.radar import figure_svg
+from mec_eval.report.tables import ReportTable
 
 _CSS = """
-body{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#222}
-h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse;margin:0.6em 0;font-size:0.92em}
-th,td{border-bottom:1px solid #ccc;padding:0.3em 0.7em;text-align:right}
+body{font-family:Helvetica,Arial,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
+h1{font-size:1.45em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #bbb}
+h3{font-size:1.05em;margin-top:1.4em} h4{font-size:0.98em;margin:1.2em 0 0.3em}
+table{border-collapse:collapse;margin:0.5em 0 0.3em;font-size:0.88em}
+th,td{padding:0.25em 0.6em;text-align:right;white-space:nowrap}
+th{font-weight:600} thead tr:first-child th{border-top:2px solid #333}
+thead tr:last-child th{border-bottom:1px solid #333} tbody tr:last-child td{border-bottom:2px solid #333}
+th.span{border-bottom:1px solid #999;text-align:center}
 th:first-child,td:first-child{text-align:left}
-thead th{border-bottom:2px solid #444}
-td.best{font-weight:bold} td.second{text-decoration:underline}
-.note{color:#666;font-size:0.85em}
+td.best{font-weight:bold} td.second span.v{text-decoration:underline}
+tr.pub td{color:#777;font-style:italic}
+sup.proto{color:#a33;font-size:0.7em;margin-left:0.15em} span.n{color:#888;font-size:0.8em}
+.note,.foot{color:#555;font-size:0.85em;margin:0.2em 0} .reason{color:#a33}
+figure.radar{margin:0.6em 0} figure.radar svg{max-width:100%;height:auto}
 """
 
 
-def _format_cell(mean: float, std: float | None, count: int) -> str:
-    if pd.isna(mean):
-        return "&ndash;"
-    text = f"{mean:.2f}"
-    if count and count > 1 and std is not None and not pd.isna(std):
-        text += f" &plusmn; {std:.2f}"
-    return text
+def _cell(cell) -> str:
+    if cell is None:
+        return "<td>&ndash;</td>"
+    css = f" class='{cell.mark}'" if cell.mark else ""
+    title = f" title='{html.escape(cell.title)}'" if cell.title else ""
+    text = f"<span class='v'>{html.escape(cell.text)}</span>"
+    if cell.n > 1:
+        text += f" <span class='n'>({cell.n})</span>"
+    if cell.tag:
+        text += f"<sup class='proto'>{html.escape(cell.tag)}</sup>"
+    return f"<td{css}{title}>{text}</td>"
 
 
-def _rank_classes(column: pd.Series, higher_is_better: bool) -> dict[str, str]:
-    """CSS class per checkpoint: ``best`` for the top value, ``second`` for the runner-up."""
-    values = column.dropna().sort_values(ascending=not higher_is_better)
-    distinct = list(dict.fromkeys(values.round(6)))
-    classes = {}
-    for name, value in values.round(6).items():
-        if distinct and value == distinct[0]:
-            classes[name] = "best"
-        elif len(distinct) > 1 and value == distinct[1]:
-            classes[name] = "second"
-    return classes
-
-
-def _table_html(table: pd.DataFrame, long: pd.DataFrame) -> str:
-    std, count = table.attrs.get("std"), table.attrs.get("count")
-    head = "".join(f"<th>{html.escape(t)}<br><span class='note'>{html.escape(d)} / {html.escape(m)}</span></th>"
-                   for t, d, m in table.columns)
-    directions = {}
-    protocols = {}
-    for col in table.columns:
-        rows = long[(long.task == col[0]) & (long.dataset == col[1]) & (long.metric == col[2])]
-        directions[col] = bool(rows.higher_is_better.iloc[0])
-        protocols[col] = ", ".join(sorted(rows.protocol.unique()))
-    ranks = {col: _rank_classes(table[col], directions[col]) for col in table.columns}
+def table_html(table: ReportTable, heading: str = "h3") -> str:
+    """One ReportTable as an HTML table: spanning header rows, marked cells, footnotes below."""
+    depth = len(table.header)
+    head = []
+    for i, level in enumerate(table.header):
+        first = f"<th rowspan='{depth}'>{html.escape(table.label_header)}</th>" if i == 0 else ""
+        cells = "".join(f"<th colspan='{span}' class='{'span' if span > 1 else 'col'}'>{html.escape(text)}</th>"
+                        for text, span in level)
+        head.append(f"<tr>{first}{cells}</tr>")
     body = []
-    for name in table.index:
-        cells = [f"<td>{html.escape(str(name))}</td>"]
-        for col in table.columns:
-            css = ranks[col].get(name, "")
-            cell = _format_cell(table.at[name, col], std.at[name, col] if std is not None else None,
-                                int(count.at[name, col]) if count is not None and not pd.isna(count.at[name, col]) else 0)
-            cells.append(f"<td class='{css}'>{cell}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    proto = "".join(f"<td>{html.escape(protocols[c])}</td>" for c in table.columns)
-    return (f"<table><thead><tr><th>checkpoint</th>{head}</tr></thead><tbody>{''.join(body)}"
-            f"<tr class='note'><td>protocol</td>{proto}</tr></tbody></table>")
+    for row in table.rows:
+        css = " class='pub'" if row.published else ""
+        body.append(f"<tr{css}><td>{html.escape(row.label)}</td>{''.join(_cell(c) for c in row.cells)}</tr>")
+    notes = "".join(f"<p class='foot'>{html.escape(n)}</p>" for n in table.footnotes)
+    return (f"<{heading}>{html.escape(table.title)}</{heading}><table><thead>{''.join(head)}</thead>"
+            f"<tbody>{''.join(body)}</tbody></table>{notes}")
 
 
-def _plain(value) -> str:
-    """Table text for a provenance value: '–' when missing, integral floats without '.0'."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _chart_html(view: ChartView) -> str:
+    parts = [f"<h4>{html.escape(view.chart.title)}</h4>"]
+    for i, fig in enumerate(view.figures):
+        parts.append(f"<figure class='radar' id='{view.key}-{i}'>{figure_svg(fig, f'{view.key}-{i}')}</figure>")
+    css = "note" if view.figures else "note reason"
+    parts += [f"<p class='{css}'>{html.escape(n)}</p>" for n in view.notes]
+    if view.table is not None:
+        parts.append(table_html(view.table, "h5"))
+    return "".join(parts)
 
 
-def _provenance_html(long: pd.DataFrame) -> str:
-    cols = ["checkpoint", "method", "epoch", "layout", "sha256", "path"]
-    prov = long[cols].drop_duplicates("checkpoint").sort_values("checkpoint")
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(_plain(v))}</td>" for v in row) + "</tr>"
-                   for row in prov.itertuples(index=False))
-    return f"<table><thead><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr></thead><tbody>{rows}</tbody></table>"
-
-
-def write_html_report(long: pd.DataFrame, table: pd.DataFrame, out: str | Path, title: str = "mec-eval report") -> Path:
-    """Write the report atomically and return its path."""
-    doc = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p class="note">Generated {now_iso()} from {long.result_file.nunique()} result files. Values are percentages
-(mean &plusmn; std over seeds where several exist); <b>bold</b> is best, <u>underlined</u> second per column.</p>
-<h2>Results (primary metric per task)</h2>{_table_html(table, long)}
-<h2>Checkpoints</h2>{_provenance_html(long)}
+def render_html(report: Report) -> str:
+    """The whole report as one HTML document string."""
+    sections = ["<h2>Overview: ranking radar charts (MEC Figure 1)</h2>"]
+    for comparison in report.comparisons:
+        if comparison.title:
+            sections.append(f"<h3>{html.escape(comparison.title)}</h3>"
+                            f"<p class='note'>{html.escape(comparison.note)}</p>")
+        sections += [_chart_html(view) for view in comparison.charts]
+    sections.append("<h2>Results</h2>")
+    sections += [table_html(t) for t in report.tables]
+    if report.diagnostics is not None:
+        sections.append("<h2>Representation diagnostics</h2>" + table_html(report.diagnostics))
+    sections.append("<h2>Checkpoints</h2>" + table_html(report.provenance))
+    intro = "".join(f"<p class='note'>{html.escape(line)}</p>" for line in report.intro)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title><style>{_CSS}</style></head>
+<body><h1>{html.escape(report.title)}</h1>{intro}
+{''.join(sections)}
+<p class="foot">Generated by mec-eval {html.escape(__version__)} from result.json files only.</p>
 </body></html>
 """
-    out = Path(out)
-    atomic_write_text(out, doc)
-    return out
