@@ -242,9 +242,10 @@ def build_comparisons(cells: pd.DataFrame) -> list[Comparison]:
     out = [Comparison("Among the published results", note, _charts(cells[matched]))]
     own = cells[~matched & ~cells["published"]]
     if not own.empty:
-        out.append(Comparison("Your checkpoints on other datasets or metrics",
-                              "Results with no published counterpart, ranked among your checkpoints only.",
-                              _charts(own)))
+        mine = Comparison("Your checkpoints on other datasets or metrics",
+                          "Results with no published counterpart, ranked among your checkpoints only.", _charts(own))
+        # The reader's own results come first when the published comparison holds none of them.
+        out = [mine, *out] if cells.loc[matched, "published"].all() else [*out, mine]
     return out
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import pytest
 
@@ -48,3 +49,12 @@ def test_sha256_known_value(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.html", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.html").stat().st_mode) == 0o644
