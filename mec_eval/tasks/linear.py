@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from mec_eval.checkpoints import Encoder
@@ -41,6 +42,7 @@ class LinearTask(TrainedTask):
 
     def run(self, encoder: Encoder, cfg: LinearConfig, workdir: Path) -> Result:
         train, test = supervised_sets(cfg.data)
+        torch.manual_seed(cfg.run.seed)  # the head's initialisation depends on run.seed only
         head = probe_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=True, chunk=cfg.data.batch_size)
         lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(train)))

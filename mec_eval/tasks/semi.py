@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from mec_eval.checkpoints import Encoder
@@ -76,6 +77,7 @@ class SemiTask(TrainedTask):
         train, test = supervised_sets(cfg.data)
         indices, source = labelled_subset(train, cfg.data)
         labelled = Subset(train, indices)
+        torch.manual_seed(cfg.run.seed)  # the head's initialisation depends on run.seed only
         head = linear_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=False)
         lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(labelled)))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
@@ -82,6 +83,7 @@ class TransferFinetuneTask(TrainedTask):
                          fit_on: Dataset, score_on: Dataset, num_classes: int, folder: Path) -> dict[str, float]:
         spec = dataset_spec(cfg.data.name)
         backbone = copy.deepcopy(encoder.backbone)  # every run starts from the pre-trained weights
+        torch.manual_seed(cfg.run.seed)  # same head initialisation for every grid point and after a resume
         model = Classifier(backbone, nn.Linear(encoder.feature_dim, num_classes), frozen=False)
         _, scores, targets = fit_then_predict(model, [{"params": list(model.parameters()), "lr": optim.base_lr}],
                                               fit_on, score_on, optim, cfg.data, cfg.run, folder, self.quiet,

@@ -170,3 +170,12 @@ def test_run_task_all_expands_to_one_run_per_dataset(transfer_root, tmp_path):
                                                                 "transfer.wd_count=1", "transfer.n_jobs=1"], quiet=True)
     assert [o.result["dataset"] for o in outcomes] == list(TRANSFER_DATASETS)
     assert all(torch.isfinite(torch.tensor(list(o.result["metrics"].values()))).all() for o in outcomes)
+
+
+def test_trained_protocols_do_not_depend_on_earlier_random_draws(tmp_path):
+    """The head is initialised from run.seed, not from whatever the process drew before."""
+    overrides = ["data.name=digits", "optim.epochs=2", "optim.batch_size=512"]
+    first = run_task("linear", CKPT, tmp_path / "a", overrides, quiet=True).result
+    torch.rand(1000)  # another task in the same process (a suite) consumed random numbers
+    second = run_task("linear", CKPT, tmp_path / "b", overrides, quiet=True).result
+    assert first["metrics"] == second["metrics"]
