@@ -17,6 +17,31 @@ DIAGNOSTIC_METRICS = frozenset({"coding_length", "effective_rank"})
 RANKED_PUBLISHED_TABLES = ("mec-table1", "mec-table2", "mec-table3", "mec-table4", "mec-table8")
 
 
+# The canonical task vocabulary of mec-eval: task -> (datasets or None for any, metrics primary first).
+TASK_METRICS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
+    "linear": (("imagenet",), ("top1", "top5")),
+    "linear-fast": (None, ("top1", "top5")),
+    "knn": (None, ("top1", "top5")),
+    "semi-1pct": (("imagenet",), ("top1", "top5")),
+    "semi-10pct": (("imagenet",), ("top1", "top5")),
+    "voc07": (("voc2007",), ("AP", "AP50", "AP75")),
+    "voc0712": (("voc2007",), ("AP", "AP50", "AP75")),
+    "coco": (("coco2017",), ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")),
+    "sot": (("otb2015",), ("auc_xcorr", "auc_dcf")),
+    "vos": (("davis2017",), ("j_mean",)),
+    "mot": (("mot16",), ("idf1", "hota")),
+    "mots": (("mots20",), ("idf1", "hota")),
+    "posetrack": (("posetrack2018",), ("idf1", "id_switches")),
+}
+# The 11-dataset transfer tasks score each dataset with its own metric (MEC paper Table 8, after [12]).
+TRANSFER_TASKS = ("transfer-linear", "transfer-finetune")
+TRANSFER_METRICS = {
+    "food101": "top1", "cifar10": "top1", "cifar100": "top1", "sun397": "top1", "cars": "top1",
+    "aircraft": "mean_per_class", "voc2007": "voc07_map", "dtd": "top1", "pets": "mean_per_class",
+    "caltech101": "mean_per_class", "flowers102": "mean_per_class",
+}
+
+
 @dataclass(frozen=True)
 class TaskGroup:
     """One results table: the tasks it holds, in column order, and whether only primary metrics show."""
@@ -56,8 +81,7 @@ TASK_LABELS = {
 }
 
 # Table 8 column order and labels.
-TRANSFER_DATASETS = ("food101", "cifar10", "cifar100", "sun397", "cars", "aircraft", "voc2007", "dtd", "pets",
-                     "caltech101", "flowers102")
+TRANSFER_DATASETS = tuple(TRANSFER_METRICS)
 DATASET_LABELS = {
     "food101": "Food101", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "sun397": "SUN397", "cars": "Cars",
     "aircraft": "Aircraft", "voc2007": "VOC2007", "dtd": "DTD", "pets": "Pets", "caltech101": "Caltech-101",

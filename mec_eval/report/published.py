@@ -17,35 +17,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mec_eval.report.catalog import LOWER_IS_BETTER
+from mec_eval.report.catalog import LOWER_IS_BETTER, TASK_METRICS, TRANSFER_METRICS, TRANSFER_TASKS
 from mec_eval.report.collect import COLUMNS
 from mec_eval.utils import UserError, resource_dir
 
 PUBLISHED_COLUMNS = COLUMNS + ["source", "table", "setting", "published"]
-
-# The canonical task vocabulary of mec-eval: task -> (datasets or None for any, metrics primary first).
-TASK_METRICS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
-    "linear": (("imagenet",), ("top1", "top5")),
-    "linear-fast": (None, ("top1", "top5")),
-    "knn": (None, ("top1", "top5")),
-    "semi-1pct": (("imagenet",), ("top1", "top5")),
-    "semi-10pct": (("imagenet",), ("top1", "top5")),
-    "voc07": (("voc2007",), ("AP", "AP50", "AP75")),
-    "voc0712": (("voc2007",), ("AP", "AP50", "AP75")),
-    "coco": (("coco2017",), ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")),
-    "sot": (("otb2015",), ("auc_xcorr", "auc_dcf")),
-    "vos": (("davis2017",), ("j_mean",)),
-    "mot": (("mot16",), ("idf1", "hota")),
-    "mots": (("mots20",), ("idf1", "hota")),
-    "posetrack": (("posetrack2018",), ("idf1", "id_switches")),
-}
-# The 11-dataset transfer tasks score each dataset with its own metric (MEC paper Table 8, after [12]).
-TRANSFER_TASKS = ("transfer-linear", "transfer-finetune")
-TRANSFER_METRICS = {
-    "food101": "top1", "cifar10": "top1", "cifar100": "top1", "sun397": "top1", "cars": "top1",
-    "aircraft": "mean_per_class", "voc2007": "voc07_map", "dtd": "top1", "pets": "mean_per_class",
-    "caltech101": "mean_per_class", "flowers102": "mean_per_class",
-}
 
 _TOP_KEYS = {"schema", "table", "source", "caption", "protocol", "defaults", "references", "columns", "rows"}
 _REQUIRED_TOP = ("schema", "table", "source", "caption", "protocol", "columns", "rows")

@@ -231,7 +231,7 @@ def test_report_vocabulary_agrees_with_the_dataset_registry():
     """The report keeps its own copy of the transfer vocabulary (it never imports the data layer at
     render time); this pins the copy to the registry the tasks use."""
     from mec_eval.data import TRANSFER_DATASETS, dataset_spec
-    from mec_eval.report import catalog, published
+    from mec_eval.report import catalog
 
     assert catalog.TRANSFER_DATASETS == TRANSFER_DATASETS
-    assert published.TRANSFER_METRICS == {name: dataset_spec(name).metric for name in TRANSFER_DATASETS}
+    assert catalog.TRANSFER_METRICS == {name: dataset_spec(name).metric for name in TRANSFER_DATASETS}

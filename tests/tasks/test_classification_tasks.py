@@ -179,3 +179,12 @@ def test_trained_protocols_do_not_depend_on_earlier_random_draws(tmp_path):
     torch.rand(1000)  # another task in the same process (a suite) consumed random numbers
     second = run_task("linear", CKPT, tmp_path / "b", overrides, quiet=True).result
     assert first["metrics"] == second["metrics"]
+
+
+def test_slurm_and_suite_expand_data_name_all_into_one_run_per_dataset():
+    from mec_eval.tasks import expand_task
+
+    runs = expand_task("transfer-finetune", ["data.root=/data", "optim.steps=10"])
+    assert [r[-1] for r in runs] == [f"data.name={name}" for name in TRANSFER_DATASETS]
+    assert all(r[:2] == ["data.root=/data", "optim.steps=10"] for r in runs)
+    assert expand_task("linear-fast", ["data.name=digits"]) == [["data.name=digits"]]
