@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded data (no download)")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--quick", action="store_true", help="fewer epochs: under 2 minutes on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="fewer epochs: about 3 minutes on 2 CPU cores")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("list", help="list tasks, configs, checkpoints, datasets, objectives or archs")

@@ -22,8 +22,8 @@ METHODS = ("mec", "byol")
 # on 1,257 images its 100 epochs are 100 iterations, too few for LARS steps (see README).
 EVAL_TASKS = ("knn", "linear-fast", "semi-10pct", "transfer-linear")
 EVAL_DATA = ("digits",)
-# Pre-training overrides of the full demo (~7.5 min on 2 CPU cores) and of --quick (< 2 min; smaller
-# batches give more iterations for the same compute).
+# Pre-training overrides of the full demo (~8.5 min on 2 CPU cores, evaluation included) and of
+# --quick (~3 min; smaller batches give more iterations for the same compute).
 SCHEDULES = {"full": ["optim.epochs=40"], "quick": ["optim.epochs=6", "optim.batch_size=64"]}
 
 
