@@ -134,7 +134,6 @@ class EvalOptimConfig:
     lars_trust: float = 0.001
     warmup_epochs: float = 0.0
     schedule: str = "cosine"        # "cosine" per iteration, "cosine-epoch" stepped per epoch, "constant"
-    max_steps_per_epoch: int = 0    # >0 truncates epochs (smoke tests)
 
 
 # ----------------------------------------------------------------------------- generic machinery

@@ -133,6 +133,7 @@ def _loadmat(name: str, path: Path, key: str) -> np.ndarray:
         raise fail(name, f"missing {path}")
     try:
         content = scipy.io.loadmat(path, squeeze_me=True)
+    # scipy raises NotImplementedError for MATLAB v7.3 (HDF5) files, which the official releases are not.
     except (ValueError, TypeError, OSError, NotImplementedError) as err:
         raise fail(name, f"{path} is not a readable MATLAB file ({err})") from None
     if key not in content:

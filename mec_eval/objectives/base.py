@@ -1,6 +1,7 @@
 """The objective contract the pre-training engine relies on, and shared float32 helpers."""
 from __future__ import annotations
 
+import abc
 import contextlib
 from typing import Sequence
 
@@ -8,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 
-class Objective(nn.Module):
+class Objective(nn.Module, abc.ABC):
     """Base for self-supervised objectives.
 
     The engine reads the three class flags to build the model, calls :meth:`on_step` before every
@@ -32,9 +33,9 @@ class Objective(nn.Module):
         """Build from a ``LossConfig``; objectives without hyper-parameters need no override."""
         return cls()
 
+    @abc.abstractmethod
     def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
-        """Scalar loss for one batch of views."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+        """Scalar loss for one batch of views (every objective defines it; the class cannot be built without)."""
 
     def on_step(self, epoch: float) -> None:
         """Hook before every iteration with the fractional epoch; schedules override it."""

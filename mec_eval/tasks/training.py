@@ -92,8 +92,6 @@ def make_plan(n_train: int, optim: EvalOptimConfig) -> TrainPlan:
         raise UserError("optim.batch_size must be >= 2 and optim.epochs (or optim.steps) > 0")
     batch = min(optim.batch_size, n_train)  # a batch larger than the split is the whole split
     per_epoch = math.ceil(n_train / batch)
-    if optim.max_steps_per_epoch > 0:
-        per_epoch = min(per_epoch, optim.max_steps_per_epoch)
     if optim.steps > 0:
         return TrainPlan(batch, per_epoch, math.ceil(optim.steps / per_epoch), optim.steps)
     return TrainPlan(batch, per_epoch, optim.epochs, optim.epochs * per_epoch)

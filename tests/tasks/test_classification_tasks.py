@@ -67,6 +67,20 @@ def test_feature_extraction_resumes_after_a_kill(tmp_path, monkeypatch):
     assert isinstance(resumed.features, np.memmap)
 
 
+def test_a_cache_hit_does_not_list_the_dataset_again(tmp_path, monkeypatch):
+    encoder = load_encoder(CKPT)
+    data, run = EvalDataConfig(name="digits", batch_size=256), EvalRunConfig(precision="fp32")
+    first = cached_features(encoder, data, run, "test", tmp_path, quiet=True)
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("the dataset was built for a cached split")
+
+    monkeypatch.setattr(features_module, "build_dataset", no_listing)
+    again = cached_features(encoder, data, run, "test", tmp_path, quiet=True)
+    assert again.classes == first.classes == [str(d) for d in range(10)]
+    np.testing.assert_array_equal(again.features, first.features)
+
+
 def test_semi_subset_rules(tmp_path):
     root = write_imagenet_fixture(tmp_path / "in", n_classes=2, n_train=3, n_val=1)
     train = build_dataset("imagenet", root, "train")
