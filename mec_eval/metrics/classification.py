@@ -52,8 +52,10 @@ def mean_per_class_accuracy(pred, target) -> float:
     if len(target) == 0:
         raise ValueError("no samples")
     with warnings.catch_warnings():
-        # sklearn warns when a predicted class never occurs in target; such classes are left out, as intended.
+        # sklearn warns when a predicted class never occurs in target (such classes are left out, as
+        # intended) and when a single class occurs at all (its recall is then the answer).
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         return float(balanced_accuracy_score(target.astype(np.int64), pred.astype(np.int64)) * 100.0)
 
 
