@@ -1,4 +1,5 @@
 import hashlib
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from mec_eval.data.subsets import (IMAGENET_SUBSETS, holdout_split, identify_sub
                                    read_subset_file, subset_indices)
 from mec_eval.utils import UserError
 
-SUBSETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet_subsets"
+SUBSETS = Path(os.environ["MEC_EVAL_SHARED"]) / "data" / "imagenet_subsets"  # set by conftest.py
 
 
 def _official(name: str) -> Path:

@@ -1,6 +1,7 @@
 """Published reference tables: every number against the MEC paper's text, the loader's rows, schema errors."""
 import copy
 import math
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 from mec_eval.report.published import PUBLISHED_COLUMNS, list_published, load_published, published_dir
 from mec_eval.utils import UserError
 
-PAPER = Path(__file__).resolve().parents[2].parent / "shared" / "papers" / "mec-neurips2022-full.txt"
+PAPER = Path(os.environ["MEC_EVAL_SHARED"]) / "papers" / "mec-neurips2022-full.txt"  # set by conftest.py
 TABLES = [f"mec-table{number}" for number in range(1, 9)]
 # Paper header lines that list the YAML column labels in order (tables whose header is one plain line).
 HEADER_PREFIX = {"mec-table1": "", "mec-table6": "model ", "mec-table7": "Method ", "mec-table8": "Method "}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from mec_eval.tasks.features import cached_features
 from mec_eval.tasks.semi import labelled_subset
 from mec_eval.utils import UserError
 
-SHARED_SUBSETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "imagenet_subsets"
+SHARED_SUBSETS = Path(os.environ["MEC_EVAL_SHARED"]) / "data" / "imagenet_subsets"  # set by conftest.py
 CKPT = "random:resnet_tiny"
 
 
