@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mec_eval.launch.slurm import SlurmProfile, load_profile, submit_tasks
+import shutil
+
 from mec_eval.log import JsonLogger
-from mec_eval.tasks import list_task_specs, load_task_spec, run_task_all
+from mec_eval.tasks.specs import list_task_specs, load_task_spec
 from mec_eval.utils import UserError
 
 # What `suite` runs without --tasks: the protocols available in this version.
@@ -26,8 +27,17 @@ def run_suite(ckpt: str, tasks: list[str], runs_root: str | Path, overrides: lis
     """Run or submit every task; returns result paths (local) or job ids (slurm)."""
     logger = JsonLogger(None, quiet=quiet)
     if executor == "local":
+        from mec_eval.tasks.runner import run_task_all
+
         return [str(o.path) for t in tasks for o in run_task_all(t, ckpt, runs_root, overrides, force=force, quiet=quiet)]
     if executor == "slurm":
+        from mec_eval.launch.slurm import SlurmProfile, load_profile, submit_tasks
+
+        if shutil.which("sbatch") is None:
+            # submitit would fall back to running the jobs locally in the background and report
+            # their process ids as "SLURM jobs"; say plainly that there is no cluster here instead.
+            raise UserError("--executor slurm needs SLURM's sbatch, which is not on PATH here; "
+                            "run on a SLURM login node, or use --executor local")
         profile = load_profile(cluster_profile) if cluster_profile else SlurmProfile()
         jobs = submit_tasks(tasks, ckpt, runs_root, overrides, profile, force=force)
         for job in jobs:

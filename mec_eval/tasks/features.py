@@ -23,6 +23,7 @@ from mec_eval.data import build_dataset, dataset_spec
 from mec_eval.data.transforms import eval_transform, interpolation_mode
 from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import progress
+from mec_eval.runs import LOCKS_DIR, folder_lock, remove_new_empty_dirs, safe_name
 from mec_eval.utils import atomic_write_text
 
 CACHE_VERSION = 3
@@ -83,7 +84,6 @@ def _open_or_create(path: Path, shape: tuple, dtype) -> np.ndarray:
 def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_size: int, num_workers: int,
                      device: torch.device, amp_dtype, quiet: bool, desc: str) -> None:
     """Fill ``folder/features.npy`` and ``targets.npy`` row by row, resuming from ``progress.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
     progress_file = folder / "progress.json"
     done = json.loads(progress_file.read_text())["rows"] if progress_file.is_file() else 0
     n = len(dataset)
@@ -93,6 +93,7 @@ def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_siz
     for batch, (out, labels) in enumerate(iterate_features(encoder.backbone, remaining, batch_size, num_workers,
                                                             device, amp_dtype, quiet, desc)):
         if feats is None:
+            folder.mkdir(parents=True, exist_ok=True)  # only once there is something to keep
             feats = _open_or_create(folder / "features.npy", (n, out.shape[1]), np.float32)
             targets = _open_or_create(folder / "targets.npy", (n, *labels.shape[1:]), np.int64)
         feats[row:row + len(out)] = out.numpy()
@@ -105,6 +106,7 @@ def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_siz
     if feats is not None:
         feats.flush()
         targets.flush()
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(progress_file, json.dumps({"rows": row}))
 
 
@@ -115,20 +117,28 @@ def cached_features(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, 
     A cache hit reads ``meta.json`` instead of building the dataset again: listing ImageNet's 1.28M
     files costs more than loading its cached features.
     """
-    folder = Path(cache_root) / f"{data.name}-{split}-{_cache_key(encoder, data, split, run.precision)}"
+    folder = Path(cache_root) / safe_name(f"{data.name}-{split}-{_cache_key(encoder, data, split, run.precision)}")
     meta_file = folder / "meta.json"
     if not meta_file.is_file():
-        dataset = build_dataset(data.name, data.root, split, transform=test_transform(data))
-        device = resolve_device(run.device)
-        extract_to_cache(encoder, dataset, folder, data.batch_size, data.num_workers, device,
-                         resolve_precision(run.precision, device), quiet, f"{data.name}/{split}")
-        atomic_write_text(meta_file, json.dumps({
-            "dataset": data.name, "split": split, "rows": len(dataset), "checkpoint": encoder.name,
-            "sha256": encoder.sha256, "classes": list(dataset.classes),
-            "split_source": getattr(dataset, "split_source", None)}, indent=1))
+        # One extractor per cache entry: a second process waits, then reads what the first wrote.
+        with remove_new_empty_dirs(folder), folder_lock(Path(cache_root) / LOCKS_DIR / f"{folder.name}.lock"):
+            if not meta_file.is_file():
+                _extract_split(encoder, data, run, split, folder, quiet)
     meta = json.loads(meta_file.read_text())
     return FeatureSet(np.load(folder / "features.npy", mmap_mode="r"), np.load(folder / "targets.npy"),
                       meta["classes"], meta["split_source"])
+
+
+def _extract_split(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, split: str, folder: Path,
+                   quiet: bool) -> None:
+    dataset = build_dataset(data.name, data.root, split, transform=test_transform(data))
+    device = resolve_device(run.device)
+    extract_to_cache(encoder, dataset, folder, data.batch_size, data.num_workers, device,
+                     resolve_precision(run.precision, device), quiet, f"{data.name}/{split}")
+    atomic_write_text(folder / "meta.json", json.dumps({
+        "dataset": data.name, "split": split, "rows": len(dataset), "checkpoint": encoder.name,
+        "sha256": encoder.sha256, "classes": list(dataset.classes),
+        "split_source": getattr(dataset, "split_source", None)}, indent=1))
 
 
 class FeatureTask:

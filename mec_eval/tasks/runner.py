@@ -7,39 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from mec_eval.checkpoints import load_encoder
-from mec_eval.config import config_hash, find_named_yaml, from_dict, merge, parse_overrides, read_yaml, to_dict
+from mec_eval.config import config_hash, from_dict, merge, parse_overrides, to_dict
 from mec_eval.data import TRANSFER_DATASETS
-from mec_eval.log import JsonLogger
-from mec_eval.runs import build_result, finished_result, now_iso, run_dir, save_config, write_result
+from mec_eval.dist import resolve_device
+from mec_eval.log import JsonLogger, announce, drop_announcement
+from mec_eval.runs import (LOCKS_DIR, RESULT_FILE, build_result, finished_result, folder_lock, now_iso,
+                           remove_new_empty_dirs, run_dir, save_config, write_result)
 from mec_eval.tasks.registry import TASKS
-from mec_eval.utils import UserError, resource_dir
-
-_SPEC_KEYS = {"adapter", "description", "source", "config"}
-
-
-@dataclass
-class TaskSpec:
-    """A ``tasks/<name>.yaml`` file: which adapter, what it reproduces, its default config."""
-    name: str
-    adapter: str
-    description: str
-    source: str
-    config: dict
-
-
-def load_task_spec(name_or_path: str) -> TaskSpec:
-    path = find_named_yaml("tasks", name_or_path)
-    data = read_yaml(path)
-    unknown = set(data) - _SPEC_KEYS
-    if unknown or "adapter" not in data:
-        raise UserError(f"{path}: a task spec has keys {sorted(_SPEC_KEYS)} (adapter required); got {sorted(data)}")
-    return TaskSpec(path.stem, data["adapter"], str(data.get("description", "")).strip(),
-                    str(data.get("source", "")).strip(), data.get("config") or {})
-
-
-def list_task_specs() -> list[TaskSpec]:
-    return [load_task_spec(str(p)) for p in sorted(resource_dir("tasks").glob("*.yaml"))]
-
+from mec_eval.tasks.specs import TaskSpec, load_task_spec
+from mec_eval.utils import UserError
 
 @dataclass
 class RunOutcome:
@@ -79,22 +55,43 @@ def run_task_all(task: str, ckpt: str, runs_root: str | Path, overrides: list[st
 
 def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
              force: bool = False, quiet: bool = False) -> RunOutcome:
-    """Evaluate checkpoint spec ``ckpt`` on ``task``; returns where result.json is and whether it was reused."""
+    """Evaluate checkpoint spec ``ckpt`` on ``task``; returns where result.json is and whether it was reused.
+
+    The whole config (device included) is checked before anything is read or written, the same way
+    whether or not features are cached. One process at a time works in a run folder: a second
+    identical run waits for the first and then reuses its result. A run that fails on bad input
+    leaves no folder behind.
+    """
     spec, adapter_cls, cfg = resolve_task(task, overrides or [])
+    resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
     encoder = load_encoder(ckpt)
     cfg_dict = to_dict(cfg)
-    folder = run_dir(runs_root, spec.name, encoder.name,
-                     config_hash({"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name}))
-    existing = finished_result(folder)
+    runs_root = Path(runs_root)
+    key = config_hash({"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name})
+    folder = run_dir(runs_root, spec.name, encoder.name, key)
     logger = JsonLogger(None, quiet=quiet)
-    if existing is not None and not force:
+    if not force and (existing := finished_result(folder)) is not None:
         logger.info(f"skip {spec.name} on {encoder.name}: finished run in {folder} (use --force to re-run)")
-        return RunOutcome(folder / "result.json", existing, True)
-    logger.info(f"run {spec.name} on {encoder.name} ({encoder.layout}) -> {folder}")
+        return RunOutcome(folder / RESULT_FILE, existing, True)
+    lock = runs_root / LOCKS_DIR / f"{folder.relative_to(runs_root).as_posix().replace('/', '--')}.lock"
+    cache = runs_root / ".cache" / "features"
+    with remove_new_empty_dirs(folder, cache, lock.parent), \
+            folder_lock(lock, on_wait=lambda: logger.info(f"waiting for another process running {folder}")):
+        if not force and (existing := finished_result(folder)) is not None:  # it finished while we waited
+            logger.info(f"reuse {spec.name} on {encoder.name}: another process finished {folder}")
+            return RunOutcome(folder / RESULT_FILE, existing, True)
+        announce(f"run {spec.name} on {encoder.name} ({encoder.layout}) -> {folder}", quiet)
+        try:
+            return _run_locked(spec, adapter_cls, cfg, cfg_dict, encoder, folder, cache, logger, quiet)
+        finally:
+            drop_announcement()
+
+
+def _run_locked(spec: TaskSpec, adapter_cls, cfg, cfg_dict: dict, encoder, folder: Path, cache: Path,
+                logger: JsonLogger, quiet: bool) -> RunOutcome:
     started, t0 = now_iso(), time.perf_counter()
-    adapter = adapter_cls(cache_dir=Path(runs_root) / ".cache" / "features", quiet=quiet)
-    # The adapter creates ``folder`` only if it keeps resumable state there; a run that fails on bad
-    # input (missing dataset, bad key) leaves no folder behind.
+    adapter = adapter_cls(cache_dir=cache, quiet=quiet)
+    # The adapter creates ``folder`` only if it keeps resumable state there.
     outcome = adapter.run(encoder, cfg, folder)
     result = build_result(
         task=spec.name, dataset=outcome.dataset, protocol=getattr(cfg, "protocol", "paper"),
