@@ -1,12 +1,15 @@
 """Read result.json files into a long pandas table and aggregate seeds/trials to mean, std and count."""
 from __future__ import annotations
 
+import json
+import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from mec_eval.report.catalog import LOWER_IS_BETTER, RANKED_PUBLISHED_TABLES
-from mec_eval.runs import find_results, read_result
+from mec_eval.runs import find_results
 from mec_eval.utils import UserError
 
 COLUMNS = ["checkpoint", "task", "dataset", "metric", "value", "primary", "higher_is_better", "protocol",
@@ -27,20 +30,117 @@ def _setting(result: dict) -> str:
     return str(setting or "")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _kind(value) -> str:
+    """A short description of a JSON value for messages: its type and, if short, the value itself."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    shown = json.dumps(value, ensure_ascii=True) if not isinstance(value, float) else repr(value)
+    return names.get(type(value), type(value).__name__) + (f" ({shown})" if len(shown) <= 40 else "")
+
+
+def _metric_problem(metrics) -> str | None:
+    if metrics is None:
+        return "metrics is missing (or null)"
+    if not isinstance(metrics, dict):
+        return f"metrics is {_kind(metrics)}, not an object"
+    if not metrics:
+        return "metrics is empty (the run recorded no number)"
+    for name, value in metrics.items():
+        if not _is_number(value):
+            return f"metrics.{name} is not a number (it is {_kind(value)})"
+        if not math.isfinite(value):
+            return f"metrics.{name} is not a finite number ({value!r})"
+    return None
+
+
+def _checkpoint_problem(ckpt) -> str | None:
+    if not isinstance(ckpt, dict):
+        return "checkpoint is missing" if ckpt is None else f"checkpoint is {_kind(ckpt)}, not an object with a name"
+    if not _is_text(ckpt.get("name")):
+        return f"checkpoint.name is missing or not a non-empty string (it is {_kind(ckpt.get('name'))})"
+    for key in ("path", "sha256", "method", "layout"):
+        if ckpt.get(key) is not None and not isinstance(ckpt[key], str):
+            return f"checkpoint.{key} is {_kind(ckpt[key])}, not a string"
+    epoch = ckpt.get("epoch")
+    # A numeric string ("40") is read as a number and any other string shown as given in the provenance table.
+    if epoch is not None and not (_is_number(epoch) or isinstance(epoch, str)):
+        return f"checkpoint.epoch is {_kind(epoch)}, not a number"
+    return None
+
+
+def _fields_problem(result: dict) -> str | None:
+    """The first field the report needs that is missing or of the wrong type (schema 1), or None."""
+    if result.get("schema", 1) != 1:
+        return f"schema is {_kind(result['schema'])}; this mec-eval reads schema 1 only"
+    for key in ("task", "dataset", "protocol"):
+        if not _is_text(result.get(key)):
+            what = "missing" if key not in result else f"{_kind(result[key])}, not a non-empty string"
+            return f"{key} is {what}"
+    problem = _checkpoint_problem(result.get("checkpoint")) or _metric_problem(result.get("metrics"))
+    if problem:
+        return problem
+    checks = [("primary", isinstance(result.get("primary"), str), "a string"),
+              ("higher_is_better", isinstance(result.get("higher_is_better", True), bool), "true or false"),
+              ("seed", _is_number(result.get("seed", 0)) and float(result.get("seed", 0)).is_integer(), "an integer"),
+              ("finished", isinstance(result.get("finished", ""), str), "a string"),
+              ("lower_is_better_metrics", isinstance(result.get("lower_is_better_metrics", []), list)
+               and all(isinstance(m, str) for m in result.get("lower_is_better_metrics", [])), "a list of strings"),
+              ("extra", isinstance(result.get("extra", {}) or {}, dict), "an object")]
+    for key, ok, expected in checks:
+        if not ok:
+            return f"{key} is {_kind(result[key]) if key in result else 'missing'}, not {expected}"
+    setting = (result.get("extra") or {}).get("setting", (result.get("extra") or {}).get("layer", ""))
+    if setting is not None and not isinstance(setting, (str, int)):
+        return f"extra.setting is {_kind(setting)}, not a string"
+    return None
+
+
+def result_problem(path: Path) -> tuple[dict | None, str | None]:
+    """Read one result.json: (result, None) when the report can use it, else (None, what is wrong)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return None, f"the file cannot be read ({err.strerror or err})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"the file is not UTF-8 text (byte {err.start})"
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"the file is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}; truncated?)"
+    except RecursionError:
+        return None, "the file is not valid JSON (nested too deeply)"
+    if not isinstance(result, dict):
+        return None, f"the file holds {_kind(result)}, not a JSON object"
+    problem = _fields_problem(result)
+    return (None, problem) if problem else (result, None)
+
+
 def _rows(path: Path, result: dict) -> list[dict]:
-    ckpt = result.get("checkpoint", {})
+    """One row per metric of a result that passed :func:`result_problem`."""
+    ckpt = result["checkpoint"]
     lower = set(result.get("lower_is_better_metrics", []))
+    epoch = ckpt.get("epoch")
     rows = []
-    for metric, value in result.get("metrics", {}).items():
+    for metric, value in result["metrics"].items():
         is_primary = metric == result.get("primary")
         higher = result.get("higher_is_better", True) if is_primary else metric not in lower
         rows.append({
-            "checkpoint": ckpt.get("name", "?"), "task": result["task"], "dataset": result["dataset"],
+            "checkpoint": ckpt["name"], "task": result["task"], "dataset": result["dataset"],
             "metric": metric, "value": float(value), "primary": is_primary,
             # id_switches is a count of errors whatever the adapter declared.
             "higher_is_better": bool(higher) and metric not in LOWER_IS_BETTER,
-            "protocol": result.get("protocol", "?"), "seed": result.get("seed", 0),
-            "finished": result.get("finished", ""), "method": ckpt.get("method"), "epoch": ckpt.get("epoch"),
+            "protocol": result["protocol"], "seed": result.get("seed", 0),
+            "finished": result.get("finished", ""), "method": ckpt.get("method"), "epoch": epoch,
             "sha256": ckpt.get("sha256"), "layout": ckpt.get("layout"), "path": ckpt.get("path"),
             "result_file": str(path), "source": str(path), "table": "", "setting": _setting(result),
             "published": False,
@@ -48,13 +148,35 @@ def _rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
-def collect_results(runs: list[str | Path]) -> pd.DataFrame:
-    """One row per (result file, metric), in ``EXTENDED_COLUMNS``; UserError when no result exists."""
-    rows = []
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+
+
+def collect_results(runs: list[str | Path], skip_bad: bool = False) -> pd.DataFrame:
+    """One row per (result file, metric), in ``EXTENDED_COLUMNS``.
+
+    A result.json the report cannot use is a UserError naming it and what is wrong; with ``skip_bad``
+    it is named in one warning line on stderr instead and left out. UserError when no result exists
+    or every one was skipped.
+    """
+    rows, found, skipped = [], 0, 0
+    where = ", ".join(map(str, runs))
     for path in find_results(runs):
-        rows.extend(_rows(path, read_result(path)))
+        found += 1
+        result, problem = result_problem(path)
+        if problem is None:
+            rows.extend(_rows(path, result))
+        elif skip_bad:
+            skipped += 1
+            sys.stderr.write(_one_line(f"mec-eval: warning: skipped {path}: {problem}") + "\n")
+        else:
+            raise UserError(f"{path}: {problem}; fix or delete the file, or pass --skip-bad")
+    if not found:
+        raise UserError(f"no result.json found under {where}; run `mec-eval run` first")
     if not rows:
-        raise UserError(f"no result.json found under {', '.join(map(str, runs))}; run `mec-eval run` first")
+        what = "the only result.json" if skipped == 1 else f"all {skipped} result.json files"
+        raise UserError(f"{what} under {where} {'was' if skipped == 1 else 'were'} skipped as bad (named above); "
+                        f"fix or delete {'it' if skipped == 1 else 'them'}, or run `mec-eval run` again")
     return pd.DataFrame(rows, columns=EXTENDED_COLUMNS)
 
 

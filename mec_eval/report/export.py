@@ -1,11 +1,14 @@
 """CSV and Markdown versions of the report's numbers and tables (for papers, spreadsheets and READMEs)."""
 from __future__ import annotations
 
+import re
+
 from mec_eval.report.document import Report
 from mec_eval.report.tables import Cell, ReportTable
 
 RESULT_COLUMNS = ["checkpoint", "task", "dataset", "metric", "value", "protocol", "seed", "source",
                   "setting", "std", "n"]
+CSV_NAMES = ("results.csv", "ranks.csv")
 RANK_COLUMNS = ["checkpoint", "axis", "value", "rank", "task", "dataset", "metric", "chart", "published"]
 
 
@@ -22,12 +25,21 @@ def ranks_csv(report: Report) -> str:
 
 
 def csv_files(report: Report) -> dict[str, str]:
-    """File name -> CSV text."""
-    return {"results.csv": results_csv(report), "ranks.csv": ranks_csv(report)}
+    """File name (``CSV_NAMES``) -> CSV text."""
+    return dict(zip(CSV_NAMES, (results_csv(report), ranks_csv(report))))
+
+
+# Characters with a meaning in (GitHub) Markdown are backslash-escaped; &, < and > become entities so that no
+# name can inject HTML; line breaks would end a table row, so they become spaces.
+_MD_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#])")
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", r"\|")
+    """``text`` shown literally in a Markdown paragraph, heading or table cell."""
+    text = " ".join(str(text).splitlines())
+    text = re.sub(r"[&<>]", lambda m: _MD_ENTITIES[m.group()], text)
+    return _MD_PUNCTUATION.sub(r"\\\1", text)
 
 
 def _md_cell(cell: Cell | None) -> str:
@@ -51,18 +63,19 @@ def table_markdown(table: ReportTable) -> str:
         label = f"*{_md_escape(row.label)}*" if row.published else _md_escape(row.label)
         lines.append("| " + " | ".join([label, *(_md_cell(c) for c in row.cells)]) + " |")
     lines.append("")
-    lines += [f"{note}  " for note in table.footnotes]
+    lines += [f"{_md_escape(note)}  " for note in table.footnotes]
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: Report) -> str:
     """The report's tables and chart notes as Markdown (the charts themselves are in the HTML/PDF)."""
-    parts = [f"# {report.title}", "", *report.intro, "", "## Ranking radar charts (MEC Figure 1)", ""]
+    esc = _md_escape
+    parts = [f"# {esc(report.title)}", "", *map(esc, report.intro), "", "## Ranking radar charts (MEC Figure 1)", ""]
     for comparison in report.comparisons:
         if comparison.title:
-            parts += [f"### {comparison.title}", "", comparison.note, ""]
+            parts += [f"### {esc(comparison.title)}", "", esc(comparison.note), ""]
         for view in comparison.charts:
-            parts += [f"**{view.chart.title}.** " + " ".join(view.notes), ""]
+            parts += [f"**{esc(view.chart.title)}.** " + " ".join(map(esc, view.notes)), ""]
             if view.table is not None:
                 parts.append(table_markdown(view.table))
     parts += ["## Results", ""] + [table_markdown(t) for t in report.tables]
@@ -70,4 +83,3 @@ def render_markdown(report: Report) -> str:
         parts += ["## Representation diagnostics", "", table_markdown(report.diagnostics)]
     parts += ["## Checkpoints", "", table_markdown(report.provenance)]
     return "\n".join(parts)
-

@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 
 from mec_eval import __version__
 from mec_eval.report.document import Report
+from mec_eval.report.radar import missing_glyphs_ignored
+from mec_eval.report.radar import plain as _plain
 from mec_eval.report.tables import Cell, ReportTable
 
 PAGE = (11.69, 8.27)          # landscape A4, inches
@@ -23,11 +25,6 @@ MARGIN = 0.5
 CHAR_WIDTH = 0.6              # average glyph width in font-size units (DejaVu Sans)
 MAX_FONT = 8.5
 FOOT_FONT = 6.5
-
-
-def _plain(text: str) -> str:
-    """Text that matplotlib must not read as mathtext."""
-    return text.replace("$", r"\$")
 
 
 def _math(text: str) -> str:
@@ -185,8 +182,8 @@ def _pages(report: Report) -> list[Figure]:
 def render_pdf(report: Report) -> bytes:
     """The PDF as bytes (written atomically by the caller); no creation date, so output is reproducible."""
     buffer = io.BytesIO()
-    with PdfPages(buffer, metadata={"Title": report.title, "Creator": f"mec-eval {__version__}",
-                                    "CreationDate": None}) as pdf:
+    with missing_glyphs_ignored(), PdfPages(buffer, metadata={"Title": report.title, "CreationDate": None,
+                                                              "Creator": f"mec-eval {__version__}"}) as pdf:
         for fig in _pages(report):
             pdf.savefig(fig)
     return buffer.getvalue()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from matplotlib import colormaps, rc_context
@@ -20,6 +22,19 @@ from mec_eval.report.rank import RadarChart
 _MEASURED = colormaps["tab10"].colors
 _PUBLISHED = colormaps["tab20b"].colors
 _SVG_META = {"Date": None, "Creator": None, "Format": None, "Type": None}
+
+
+def plain(text: str) -> str:
+    """``text`` drawn literally by matplotlib, never as mathtext: every ``$`` escaped (names may hold any text)."""
+    return str(text).replace("$", r"\$")
+
+
+@contextmanager
+def missing_glyphs_ignored():
+    """Names in scripts DejaVu Sans lacks are drawn as boxes (the HTML tables show them): no warning per glyph."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        yield
 
 
 def assign_colors(entries: list[str], published: set[str]) -> dict[str, tuple]:
@@ -39,7 +54,7 @@ def _angles(k: int) -> np.ndarray:
 
 def _setup_axes(ax, chart: RadarChart, fontsize: float, ring_labels: bool) -> None:
     """Axis names around the rim, rank rings inside; the first axis points up, clockwise as in the paper."""
-    n, labels = len(chart.entries), [axis.label for axis in chart.axes]
+    n, labels = len(chart.entries), [plain(axis.label) for axis in chart.axes]
     ax.set_theta_offset(np.pi / 2)
     ax.set_theta_direction(-1)
     ax.set_xticks(_angles(len(labels)), labels, fontsize=fontsize)
@@ -70,11 +85,11 @@ def radar_figure(chart: RadarChart, colors: dict[str, tuple], published: set[str
     ax = fig.add_axes((0.05, 0.08, 0.5, 0.8), projection="polar")
     _setup_axes(ax, chart, 9, ring_labels=True)
     for entry in chart.entries:
-        label = f"{entry}: area {chart.area[entry]:.1f} ({100 * chart.area_share[entry]:.0f}%)"
+        label = f"{plain(entry)}: area {chart.area[entry]:.1f} ({100 * chart.area_share[entry]:.0f}%)"
         _polygon(ax, chart, entry, colors[entry], entry in published, label)
     fig.legend(loc="center left", bbox_to_anchor=(0.6, 0.5), fontsize=8, frameon=False,
                title="polygon area (% of max)", title_fontsize=8)
-    fig.suptitle(f"{chart.title}: rank per task (outer = better)", fontsize=11)
+    fig.suptitle(f"{plain(chart.title)}: rank per task (outer = better)", fontsize=11)
     return fig
 
 
@@ -93,15 +108,15 @@ def small_multiples(chart: RadarChart, colors: dict[str, tuple], published: set[
         ax = fig.add_subplot(rows, cols, i + 1, projection="polar")
         _setup_axes(ax, chart, 6.5, ring_labels=False)
         _polygon(ax, chart, entry, colors[entry], entry in published)
-        ax.set_title(f"{entry}\n{100 * chart.area_share[entry]:.0f}% of max area", fontsize=7.5, pad=14)
-    fig.suptitle(f"{chart.title}: one panel per checkpoint", fontsize=10)
+        ax.set_title(f"{plain(entry)}\n{100 * chart.area_share[entry]:.0f}% of max area", fontsize=7.5, pad=14)
+    fig.suptitle(f"{plain(chart.title)}: one panel per checkpoint", fontsize=10)
     return fig
 
 
 def figure_svg(fig: Figure, salt: str) -> str:
     """Inline SVG markup: text as paths (no fonts needed), no dates, ids salted per figure so they never clash."""
     buffer = io.StringIO()
-    with rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
+    with rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}), missing_glyphs_ignored():
         fig.savefig(buffer, format="svg", metadata=_SVG_META)
     # The XML prolog and DOCTYPE are not allowed inside an HTML document.
     return re.sub(r"^.*?(?=<svg)", "", buffer.getvalue(), flags=re.S)

@@ -5,6 +5,7 @@ column headers, one row per checkpoint, and cells that carry their text, mark an
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -197,6 +198,15 @@ def area_table(chart: RadarChart) -> ReportTable:
     return ReportTable(f"{chart.title}: ranks and areas", header, rows)
 
 
+def _epoch_text(epoch) -> str:
+    """Epochs as an integer; a value that is not a number (an old or hand-written file) is shown as given."""
+    if epoch is None or (isinstance(epoch, float) and pd.isna(epoch)):
+        return "–"
+    if isinstance(epoch, numbers.Real) and float(epoch).is_integer():
+        return str(int(epoch))
+    return str(epoch) or "–"
+
+
 def provenance_table(long: pd.DataFrame) -> ReportTable:
     """Where every measured checkpoint came from: file, sha256 (short, full on hover), method, epochs, layout."""
     measured = long[~long["published"].astype(bool)]
@@ -206,7 +216,7 @@ def provenance_table(long: pd.DataFrame) -> ReportTable:
     rows = []
     for r in prov.itertuples(index=False):
         sha = r.sha256 if isinstance(r.sha256, str) else ""
-        epoch = "–" if pd.isna(r.epoch) else str(int(r.epoch))
+        epoch = _epoch_text(r.epoch)
         cells = [Cell(str(r.path or "–")), Cell(sha[:12] or "–", title=sha), Cell(str(r.method or "–")),
                  Cell(epoch), Cell(str(r.layout or "–"))]
         rows.append(Row(r.checkpoint, cells))
