@@ -8,6 +8,7 @@ layout it expects. Unknown names, splits and bad paths are :class:`~mec_eval.uti
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -99,7 +100,17 @@ for _name, (_classes, _splits, _metric, _help) in _TRANSFER.items():
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """The spec of a registered dataset; a typo raises a UserError with the close matches."""
+    """The spec of a registered dataset; a typo raises a UserError with the close matches.
+
+    The name is only compared with the registry (never used as a path); a long or odd one is shown
+    shortened and escaped, so the error stays one line.
+    """
+    if not isinstance(name, str) or name not in DATASETS:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        close = difflib.get_close_matches(str(name)[:100], DATASETS.names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown dataset {shown}{hint} (known: {', '.join(DATASETS.names())}; "
+                        "see `mec-eval list datasets`)")
     return DATASETS.get(name)
 
 

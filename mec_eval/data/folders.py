@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from mec_eval.utils import UserError
@@ -24,6 +25,33 @@ LAYOUTS = {
 # Written by fixtures.write_cifar_fixture: a folder holding it is a generated copy, not the release.
 CIFAR_FIXTURE_MARKER = "MEC_EVAL_FIXTURE"
 _WNID = re.compile(r"n\d{8}")
+
+
+class UnreadableImage(UserError):
+    """An image file that does not decode; one line naming the file, also when raised in a loader worker.
+
+    A DataLoader worker's exception comes back rebuilt as ``UnreadableImage("Caught ... Original
+    Traceback ...")``; the constructor keeps only the original one-line message from that text.
+    """
+
+    def __init__(self, message: str):
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            tail = message.rstrip().rsplit("\n", 1)[-1]
+            message = tail.split(": ", 1)[1] if ": " in tail else tail
+        super().__init__(message)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image at ``path`` as RGB; a truncated or garbage file is an :class:`UnreadableImage` naming it."""
+    try:
+        with open(path, "rb") as fh:
+            image = Image.open(fh)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise UserError(f"{path} cannot be read ({err.strerror}); check the dataset folder") from None
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise UnreadableImage(f"{path} cannot be decoded as an image ({reason}); remove or replace it") from None
 
 
 def fail(name: str, problem: str) -> UserError:
@@ -46,7 +74,7 @@ class _FixedClassFolder(ImageFolder):
 
     def __init__(self, root: Path, classes: list[str], transform, allow_empty: bool):
         self._fixed_classes = classes
-        super().__init__(str(root), transform=transform, allow_empty=allow_empty)
+        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=allow_empty)
 
     def find_classes(self, directory):
         return list(self._fixed_classes), {c: i for i, c in enumerate(self._fixed_classes)}

@@ -17,10 +17,9 @@ from typing import Callable
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from mec_eval.data.folders import root_dir
+from mec_eval.data.folders import load_rgb, root_dir
 from mec_eval.utils import UserError
 
 LAYOUTS = {
@@ -75,8 +74,7 @@ class TransferDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        with Image.open(self.paths[index]) as image:
-            image = image.convert("RGB")
+        image = load_rgb(self.paths[index])
         if self.transform is not None:
             image = self.transform(image)
         target = torch.from_numpy(self.targets[index]) if self.multilabel else self.targets[index]

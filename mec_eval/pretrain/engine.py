@@ -46,7 +46,8 @@ def train_one_epoch(model: SiameseNetwork, objective: torch.nn.Module, loader, o
     total_steps = schedule.epochs * schedule.iters_per_epoch
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    bar = progress(loader, total=schedule.iters_per_epoch, desc=f"epoch {epoch}", quiet=logger.quiet)
+    bar = progress(loader, total=schedule.iters_per_epoch, desc=f"epoch {epoch + 1}/{schedule.epochs}",
+                   quiet=logger.quiet)
     for step, (batch, _) in enumerate(bar):
         if step >= schedule.iters_per_epoch:
             break

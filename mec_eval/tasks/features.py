@@ -8,8 +8,10 @@ starting over; ``meta.json`` is written last and marks the cache entry complete.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +80,16 @@ def _open_or_create(path: Path, shape: tuple, dtype) -> np.ndarray:
         existing = np.load(path, mmap_mode="r+")
         if existing.shape == shape and existing.dtype == dtype:
             return existing
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    # Reserve the blocks now: a sparse memory map on a full disk dies of SIGBUS at some later row,
+    # while fallocate fails here with ENOSPC, which the CLI reports as "the disk is full".
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.path.getsize(path))
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without fallocate
+                raise
+    return array
 
 
 def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_size: int, num_workers: int,

@@ -5,33 +5,17 @@ images, each vote weighted by ``exp(sim / T)``. DINO uses k=20, T=0.07; VISSL k=
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mec_eval.checkpoints import Encoder
-from mec_eval.config import EvalDataConfig, EvalRunConfig
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
+from mec_eval.tasks.configs import KNNConfig
 from mec_eval.tasks.features import FeatureTask
 from mec_eval.utils import UserError
-
-
-@dataclass
-class KNNParams:
-    k: int = 20
-    temperature: float = 0.07
-    chunk: int = 1024               # test rows per similarity block (memory bound)
-
-
-@dataclass
-class KNNConfig:
-    protocol: str = "paper"
-    data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    knn: KNNParams = field(default_factory=KNNParams)
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
 def knn_scores(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, num_classes: int,

@@ -8,27 +8,23 @@ resize 256 / centre-crop 224 test images. No checkpoint selection on the test se
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mec_eval.checkpoints import Encoder
-from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
-                                     supervised_sets)
-
-
-@dataclass
-class LinearConfig:
-    protocol: str = "paper"
-    data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
-        name="lars", epochs=100, batch_size=4096, base_lr=0.03, momentum=0.9, weight_decay=0.0))
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
+from mec_eval.tasks.configs import LinearConfig
+from mec_eval.tasks.training import (
+    Classifier,
+    TrainedTask,
+    fit_then_predict,
+    linear_head,
+    peak_lr,
+    supervised_sets,
+)
 
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:

@@ -9,7 +9,7 @@ This objective equals scikit-learn's ``LogisticRegression(C=1/(wd*N))``, which t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +18,12 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from mec_eval.checkpoints import Encoder
-from mec_eval.config import EvalDataConfig, EvalRunConfig
 from mec_eval.dist import resolve_device
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
+from mec_eval.tasks.configs import LinearFastConfig, LinearFastParams
 from mec_eval.tasks.features import FeatureTask
 from mec_eval.utils import UserError
-
-
-@dataclass
-class LinearFastParams:
-    wd_grid: list = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
-    val_fraction: float = 0.2
-    max_iter: int = 500             # L-BFGS iterations per fit
-
-
-@dataclass
-class LinearFastConfig:
-    protocol: str = "fast"
-    data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    linear: LinearFastParams = field(default_factory=LinearFastParams)
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
 @dataclass

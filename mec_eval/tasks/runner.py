@@ -7,15 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from mec_eval.checkpoints import load_encoder
-from mec_eval.config import config_hash, from_dict, merge, parse_overrides, to_dict
-from mec_eval.data import TRANSFER_DATASETS
+from mec_eval.config import config_hash, to_dict
+from mec_eval.data import TRANSFER_DATASETS, dataset_spec
 from mec_eval.dist import resolve_device
 from mec_eval.log import JsonLogger, announce, drop_announcement
-from mec_eval.runs import (LOCKS_DIR, RESULT_FILE, build_result, finished_result, folder_lock, now_iso,
-                           remove_new_empty_dirs, run_dir, save_config, write_result)
+from mec_eval.runs import (
+    LOCKS_DIR,
+    RESULT_FILE,
+    build_result,
+    finished_result,
+    folder_lock,
+    now_iso,
+    remove_new_empty_dirs,
+    run_dir,
+    save_config,
+    write_result,
+)
 from mec_eval.tasks.registry import TASKS
-from mec_eval.tasks.specs import TaskSpec, load_task_spec
+from mec_eval.tasks.specs import TaskSpec, resolve_task_config
 from mec_eval.utils import UserError
+
 
 @dataclass
 class RunOutcome:
@@ -26,9 +37,11 @@ class RunOutcome:
 
 def resolve_task(task: str, overrides: list[str]) -> tuple[TaskSpec, Any, Any]:
     """(spec, adapter class, typed config) for a task name and ``key=value`` overrides."""
-    spec = load_task_spec(task)
+    spec, cfg = resolve_task_config(task, overrides)
     adapter_cls = TASKS.get(spec.adapter)
-    cfg = from_dict(adapter_cls.Config, merge(spec.config, parse_overrides(overrides)))
+    name = getattr(getattr(cfg, "data", None), "name", "all")
+    if name != "all":
+        dataset_spec(name)  # a typo fails here, with close matches, before any checkpoint is read
     return spec, adapter_cls, cfg
 
 

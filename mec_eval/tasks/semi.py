@@ -12,33 +12,34 @@ RandomResizedCrop + flip. The MEC paper's stated variant (App. C) is ``semi-*-me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from mec_eval.checkpoints import Encoder
-from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
-from mec_eval.data.subsets import (IMAGENET_SUBSETS, identify_subset_file, percent_subset_indices,
-                                   read_subset_file, subset_indices)
+from mec_eval.config import EvalDataConfig
+from mec_eval.data.subsets import (
+    IMAGENET_SUBSETS,
+    identify_subset_file,
+    percent_subset_indices,
+    read_subset_file,
+    subset_indices,
+)
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
-from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
-                                     supervised_sets)
+from mec_eval.tasks.configs import SemiConfig
+from mec_eval.tasks.training import (
+    Classifier,
+    TrainedTask,
+    fit_then_predict,
+    linear_head,
+    peak_lr,
+    supervised_sets,
+)
 from mec_eval.utils import UserError
 
 SUBSET_SEED = 0  # fixed, like the official split files: trials vary the training seed, not the labels
-
-
-@dataclass
-class SemiConfig:
-    protocol: str = "paper"
-    data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(percent=1.0))
-    optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
-        name="sgd", epochs=20, batch_size=256, base_lr=0.005, lr_scaling="none", head_lr=0.5,
-        weight_decay=0.0, schedule="cosine-epoch"))
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
 def official_name(percent: float) -> str | None:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mec_eval.config import find_named_yaml, read_yaml
+import difflib
+from typing import Any
+
+from mec_eval.config import find_named_yaml, from_dict, merge, parse_overrides, read_yaml
+from mec_eval.tasks.configs import TASK_CONFIGS
 from mec_eval.utils import UserError, resource_dir
 
 _SPEC_KEYS = {"adapter", "description", "source", "config"}
@@ -36,3 +40,14 @@ def load_task_spec(name_or_path: str) -> TaskSpec:
 
 def list_task_specs() -> list[TaskSpec]:
     return [load_task_spec(str(p)) for p in sorted(resource_dir("tasks").glob("*.yaml"))]
+
+
+def resolve_task_config(task: str, overrides: list[str]) -> tuple[TaskSpec, Any]:
+    """(spec, validated typed config) of a task name or YAML path plus ``key=value`` overrides."""
+    spec = load_task_spec(task)
+    if spec.adapter not in TASK_CONFIGS:
+        close = difflib.get_close_matches(spec.adapter, TASK_CONFIGS, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"task '{spec.name}' names unknown adapter '{spec.adapter}'{hint} "
+                        f"(known: {', '.join(sorted(TASK_CONFIGS))})")
+    return spec, from_dict(TASK_CONFIGS[spec.adapter], merge(spec.config, parse_overrides(overrides)))

@@ -10,6 +10,7 @@ would. Evaluation goes through a metric evaluator (``reset/process/evaluate``).
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,10 +208,10 @@ class Trainer:
             state = torch.load(self.state_path, map_location="cpu", weights_only=True)
             self.model.load_trainable_state(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError, EOFError) as err:
+            return int(state["epoch"]), int(state["step"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, EOFError, pickle.UnpicklingError) as err:
             raise UserError(f"cannot resume from {self.state_path} ({type(err).__name__}: {err}); "
                             "delete it to start this run over") from None
-        return int(state["epoch"]), int(state["step"])
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from mec_eval.data import TRANSFER_DATASETS, dataset_spec
 from mec_eval.data.subsets import holdout_split
 from mec_eval.metrics.classification import evaluator_for
 from mec_eval.tasks.base import Result
+from mec_eval.tasks.configs import TransferLinearConfig
 from mec_eval.tasks.features import FeatureTask, eval_image_size
 from mec_eval.utils import UserError
 
@@ -37,28 +38,6 @@ def transfer_data(data: EvalDataConfig) -> EvalDataConfig:
     embedded ones unless set), Resize(size) + CenterCrop(size), bicubic."""
     size = data.image_size or (224 if data.name in TRANSFER_DATASETS else eval_image_size(data))
     return dataclasses.replace(data, image_size=size, resize_ratio=data.resize_ratio or 1.0, interpolation="bicubic")
-
-
-@dataclass
-class TransferLinearParams:
-    wd_min_exp: float = -6.0        # wd grid = logspace(wd_min_exp, wd_max_exp, wd_count) (linear.py)
-    wd_max_exp: float = 5.0
-    wd_count: int = 45
-    max_iter: int = 1000            # per fit; see the task YAML for why not sklearn's default 100
-    n_jobs: int = -1                # grid points fitted in parallel (joblib)
-
-    def grid(self) -> list[float]:
-        if self.wd_count < 1:
-            raise UserError("transfer.wd_count must be >= 1")
-        return [float(w) for w in np.logspace(self.wd_min_exp, self.wd_max_exp, self.wd_count)]
-
-
-@dataclass
-class TransferLinearConfig:
-    protocol: str = "paper"
-    data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(name="all", batch_size=64))
-    transfer: TransferLinearParams = field(default_factory=TransferLinearParams)
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
 @dataclass

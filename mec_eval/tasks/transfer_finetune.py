@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +21,16 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from mec_eval.checkpoints import Encoder
-from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
+from mec_eval.config import EvalDataConfig, EvalOptimConfig
 from mec_eval.data import build_dataset, dataset_spec
 from mec_eval.data.subsets import holdout_split
 from mec_eval.data.transforms import interpolation_mode, train_transform
 from mec_eval.tasks.base import Result
+from mec_eval.tasks.configs import TransferFinetuneConfig
 from mec_eval.tasks.features import test_transform
 from mec_eval.tasks.training import Classifier, TrainedTask, fit_then_predict
 from mec_eval.tasks.transfer import VAL_FRACTION, VAL_SEED, score, transfer_data
 from mec_eval.utils import UserError, atomic_write_text
-
-
-@dataclass
-class FinetuneGrid:
-    lrs: list = field(default_factory=lambda: [0.1, 0.01, 0.001, 0.0001])
-    wd_times_lr: list = field(default_factory=lambda: [0.0, 1e-6, 1e-5, 1e-4, 1e-3])  # weight decay = value / lr
-
-
-@dataclass
-class TransferFinetuneConfig:
-    protocol: str = "paper"
-    data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(name="all", batch_size=64))
-    optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
-        name="sgd", steps=5000, batch_size=64, lr_scaling="none", momentum=0.9, nesterov=True, schedule="cosine"))
-    grid: FinetuneGrid = field(default_factory=FinetuneGrid)
-    run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
 @dataclass
