@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -57,11 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", nargs="?", const="", metavar="PATH",
                    help="also write the tables as Markdown (default: next to the HTML, .md)")
     p.add_argument("--title", default="mec-eval report")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and name) result.json files that are not valid results instead of failing")
 
     p = sub.add_parser("convert", help="convert a checkpoint to detectron2 .pkl, torchvision or canonical")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--to", required=True, choices=["detectron2", "torchvision", "canonical"])
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded data (no download)")
     p.add_argument("--out", default="demo_out")
@@ -75,15 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_pretrain(args) -> None:
     from mec_eval.config import load_pretrain_config
+    from mec_eval.runs import check_output_dir
+
+    cfg = load_pretrain_config(args.config, args.overrides)  # config errors answer before torch loads
+    out = check_output_dir(args.out or Path("runs") / "pretrain" / Path(args.config).stem)
     from mec_eval.pretrain.main import pretrain
 
-    cfg = load_pretrain_config(args.config, args.overrides)
-    out = args.out or str(Path("runs") / "pretrain" / Path(args.config).stem)
     print(pretrain(cfg, out, quiet=args.quiet))
 
 
 def _cmd_run(args) -> None:
-    from mec_eval.tasks import run_task_all
+    from mec_eval.runs import check_output_dir
+    from mec_eval.tasks.specs import resolve_task_config
+
+    resolve_task_config(args.task, args.overrides)  # task and config errors answer before torch loads
+    check_output_dir(args.out)
+    from mec_eval.tasks.runner import run_task_all
 
     for outcome in run_task_all(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet):
         print(outcome.path)
@@ -91,8 +102,14 @@ def _cmd_run(args) -> None:
 
 def _cmd_suite(args) -> None:
     from mec_eval.launch.suite import parse_task_list, run_suite
+    from mec_eval.runs import check_output_dir
+    from mec_eval.tasks.specs import resolve_task_config
 
-    for line in run_suite(args.ckpt, parse_task_list(args.tasks), args.out, args.overrides, args.executor,
+    tasks = parse_task_list(args.tasks)
+    for task in tasks:
+        resolve_task_config(task, args.overrides)
+    check_output_dir(args.out)
+    for line in run_suite(args.ckpt, tasks, args.out, args.overrides, args.executor,
                           args.cluster, force=args.force, quiet=args.quiet):
         print(line)
 
@@ -102,7 +119,7 @@ def _cmd_report(args) -> None:
 
     markdown = Path(args.out).with_suffix(".md") if args.markdown == "" else args.markdown
     outputs = build_report(args.runs, args.out, pdf=args.pdf, with_published=args.with_published,
-                           csv_dir=args.csv, markdown=markdown, title=args.title)
+                           csv_dir=args.csv, markdown=markdown, title=args.title, skip_bad=args.skip_bad)
     for path in [outputs.html, outputs.pdf, *outputs.csv, outputs.markdown]:
         if path is not None:
             print(path)
@@ -111,11 +128,14 @@ def _cmd_report(args) -> None:
 def _cmd_convert(args) -> None:
     from mec_eval.checkpoints import convert_checkpoint
 
-    layout = convert_checkpoint(args.ckpt, args.to, args.out)
+    layout = convert_checkpoint(args.ckpt, args.to, args.out, force=args.force)
     print(f"{args.out} (from layout {layout})")
 
 
 def _cmd_demo(args) -> None:
+    from mec_eval.runs import check_output_dir
+
+    check_output_dir(args.out)
     from mec_eval.launch.demo import demo
 
     print(demo(args.out, quick=args.quick, quiet=args.quiet))
@@ -171,12 +191,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except UserError as err:
-        sys.stderr.write(f"mec-eval: error: {err}\n")
-        return 2
+        return _fail(str(err))
+    except OSError as err:  # the OS refused a path: unwritable, full disk, a file where a folder goes
+        return _fail(os_error_line(err))
     except KeyboardInterrupt:
         sys.stderr.write("mec-eval: interrupted; re-run the same command to resume\n")
         return 130
     return 0
+
+
+def _fail(message: str) -> int:
+    """The one line a user error prints (exit code 2); never a traceback."""
+    from mec_eval.log import drop_announcement
+
+    drop_announcement()
+    sys.stderr.write(f"mec-eval: error: {' '.join(message.splitlines())}\n")
+    return 2
+
+
+_OS_FIXES = {errno.ENOSPC: "the disk is full; free space or choose another --out",
+             errno.EDQUOT: "the disk quota is exceeded; free space or choose another --out",
+             errno.EROFS: "the file system is read-only; choose another --out",
+             errno.EACCES: "permission denied; choose a folder you can write to",
+             errno.EPERM: "permission denied; choose a folder you can write to",
+             errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+             errno.EISDIR: "a folder stands where a file is needed; choose another path",
+             errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one"}
+
+
+def os_error_line(err: OSError) -> str:
+    """``OSError`` -> "cannot use PATH: REASON; FIX" on one line."""
+    where = err.filename if err.filename is not None else "a file"
+    fix = _OS_FIXES.get(err.errno, "check the path and its permissions")
+    return f"cannot use {where}: {err.strerror or err}; {fix}"
 
 
 if __name__ == "__main__":

@@ -49,13 +49,14 @@ def safe_name(text: str) -> str:
 
 
 def contained(root: str | Path, path: str | Path) -> Path:
-    """``path`` if it lies inside ``root`` once resolved (symlinks followed), else a ValueError.
+    """``path`` if it lies inside ``root`` once resolved (symlinks followed), else a UserError.
 
     The last guard between a name taken from a file and a write outside the output folder.
     """
     root_r, path_r = Path(root).resolve(), Path(path).resolve()
     if path_r != root_r and root_r not in path_r.parents:
-        raise ValueError(f"{path} resolves outside {root}")
+        raise UserError(f"{path} resolves outside {root} (a symlink inside the runs folder?); "
+                        "remove the link or choose another --out")
     return Path(path)
 
 

@@ -11,6 +11,7 @@ storage (optimizer state, a whole DDP model) and loads on machines without a GPU
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -57,6 +58,10 @@ def _tensor_dict(state_dict: object, what: str) -> dict[str, torch.Tensor]:
             raise TypeError(f"{what} has a non-string key {key!r}")
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{what}['{key}'] is a {type(value).__name__}, not a tensor")
+        # weights_only reads sparse and data-less "meta" tensors too; neither holds dense weights.
+        if value.layout != torch.strided or value.is_meta:
+            kind = "meta (no data)" if value.is_meta else str(value.layout).replace("torch.", "")
+            raise TypeError(f"{what}['{key}'] is a {kind} tensor, not a dense one with data")
         out[key] = value.detach().to("cpu").contiguous().clone()
     return out
 
@@ -81,6 +86,33 @@ def _check_plain(value: object, where: str) -> None:
     )
 
 
+def check_meta_types(meta: Mapping) -> dict:
+    """The provenance fields of ``meta`` type-checked: ``epoch`` a whole number >= 0 or None
+    (an int-valued float becomes int), ``method`` and ``arch`` strings or None.
+
+    Raises:
+        ValueError: naming the key, its value and what it must be.
+    """
+    out = dict(meta)
+    epoch = out.get("epoch")
+    if epoch is not None:
+        whole = isinstance(epoch, int) or (isinstance(epoch, float) and math.isfinite(epoch) and epoch.is_integer())
+        if isinstance(epoch, bool) or not whole or epoch < 0:
+            raise ValueError(f"meta.epoch is {_shown(epoch)} ({type(epoch).__name__}); it must be a whole "
+                             "number of epochs >= 0 or absent")
+        out["epoch"] = int(epoch)
+    for key in ("method", "arch"):
+        value = out.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"meta.{key} is {_shown(value)} ({type(value).__name__}); it must be a string or absent")
+    return out
+
+
+def _shown(value: object) -> str:
+    text = repr(value) if isinstance(value, (str, int, float, bool)) else f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def make_canonical(
     arch: str,
     backbone: Mapping,
@@ -92,7 +124,8 @@ def make_canonical(
 
     ``fc.*`` keys are removed from ``backbone`` and ``teacher`` (the backbone ends at the pooled
     feature); every tensor is cloned to contiguous CPU memory. ``meta`` gets ``method``, ``epoch``
-    and ``config`` defaults when absent.
+    and ``config`` defaults when absent; its provenance fields are type-checked
+    (:func:`check_meta_types`).
 
     Raises:
         TypeError / ValueError: a part has the wrong type, or meta holds a non-plain object.
@@ -108,7 +141,9 @@ def make_canonical(
             raise TypeError(f"head names must be strings, got {name!r}")
         heads_sd[name] = _tensor_dict(head, f"heads['{name}']")
     teacher_sd = None if teacher is None else strip_fc(_tensor_dict(teacher, "teacher"))[0]
-    meta_out = dict(meta or {})
+    if meta is not None and not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    meta_out = check_meta_types(meta or {})
     meta_out.setdefault("method", None)
     meta_out.setdefault("epoch", None)
     meta_out.setdefault("config", {})

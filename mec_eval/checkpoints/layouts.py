@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mec_eval.checkpoints.canonical import (
+    FORMAT,
     clean_state_dict,
     is_canonical,
     make_canonical,
@@ -247,6 +248,8 @@ def _convert_dino(obj: Mapping) -> Parts:
 
 
 def _vissl_model(obj: object) -> Mapping | None:
+    if not isinstance(obj, Mapping):
+        return None
     try:
         model = obj["classy_state_dict"]["base_model"]["model"]
     except (KeyError, TypeError, IndexError):
@@ -323,19 +326,32 @@ def infer_arch(backbone_state_dict: Mapping) -> str:
     3x3 ``conv1`` separates ``resnet18`` from ``cifar_resnet18``, widths 32..256 ``resnet_tiny``.
     A near match (>= half the pairs) is returned so the strict loader can list the differences.
     """
+    return explain_arch(backbone_state_dict)[0]
+
+
+def explain_arch(backbone_state_dict: Mapping) -> tuple[str, str]:
+    """:func:`infer_arch` plus the rule that decided, for provenance and logs.
+
+    Returns:
+        (arch, e.g. "detected from weights: all 62 parameter shapes match cifar_resnet18 (conv1 3x3)").
+    """
     found = {k: tuple(v.shape) for k, v in backbone_state_dict.items()
              if hasattr(v, "shape") and not k.endswith("num_batches_tracked") and not k.startswith("fc.")}
     scores = {}
     for arch in BACKBONES.names():
         ref = _arch_shapes(arch)
         same = sum(1 for k, shape in found.items() if ref.get(k) == shape)
-        scores[arch] = same / max(len(set(found) | set(ref)), 1)
-    ranked = sorted(scores.items(), key=lambda item: -item[1])
-    best, score = ranked[0]
-    runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-    if score == 1.0 or (score >= 0.5 and runner_up < score):
-        return best
+        scores[arch] = (same / max(len(set(found) | set(ref)), 1), same, len(set(found) | set(ref)))
+    ranked = sorted(scores.items(), key=lambda item: -item[1][0])
+    best, (score, same, total) = ranked[0]
+    runner_up = ranked[1][1][0] if len(ranked) > 1 else 0.0
     stem = found.get("conv1.weight")
+    kernel = f"conv1 {stem[-2]}x{stem[-1]}" if stem is not None and len(stem) == 4 else "no 4-d conv1"
+    if score == 1.0:
+        return best, f"detected from weights: all {total} parameter names and shapes match {best} ({kernel})"
+    if score >= 0.5 and runner_up < score:
+        return best, (f"detected from weights: nearest match {best}, {same} of {total} parameter names and shapes "
+                      f"({kernel})")
     raise UserError(
         f"cannot infer the architecture from {len(found)} backbone tensors (conv1.weight shape {stem}; "
         f"best match {best} at {score:.0%}); pass the architecture explicitly "
@@ -349,9 +365,12 @@ def _describe(obj: object) -> str:
         return f"a {type(obj).__name__}, not a dict"
     top = [str(k) for k in list(obj)[:12]]
     sample: list[str] = []
-    stack = [obj]
+    stack, seen = [obj], set()
     while stack and not sample:  # breadth-first: the first nested mapping of tensors/arrays
         node = stack.pop(0)
+        if id(node) in seen:  # pickles can build a dict that contains itself
+            continue
+        seen.add(id(node))
         values = list(node.values())
         if values and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in values):
             sample = [str(k) for k in list(node)[:8]]
@@ -367,35 +386,100 @@ def detect_layout(obj: object, source: str) -> str:
     if matches:
         raise UserError(f"{source} matches several checkpoint layouts ({', '.join(matches)}); "
                         "pass the layout explicitly")
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        raise UserError(f"{source} is tagged {FORMAT} but malformed: {_canonical_fault(obj)}; "
+                        "re-save it with mec_eval.checkpoints.make_canonical/save_canonical")
     raise UserError(
         f"unrecognised checkpoint layout in {source}: {_describe(obj)}. "
         f"Supported layouts: {', '.join(LAYOUTS.names())}"
     )
 
 
-def to_canonical(obj: object, source: str, *, arch: str | None = None,
-                 layout: str | None = None) -> tuple[dict, str, list[str]]:
-    """Convert a loaded checkpoint object to canonical form.
+def _canonical_fault(obj: Mapping) -> str:
+    """What keeps a ``mec-eval/1``-tagged dict from being canonical (see :func:`is_canonical`)."""
+    expected = (("arch", str, "a string"), ("backbone", Mapping, "a state dict"), ("heads", Mapping, "a dict"),
+                ("meta", Mapping, "a dict"))
+    for key, kind, what in expected:
+        value = obj.get(key, {} if key in ("heads", "meta") else None)
+        if not isinstance(value, kind):
+            return f"'{key}' is {'missing' if key not in obj else 'of type ' + type(value).__name__}, not {what}"
+    return f"'teacher' is of type {type(obj.get('teacher')).__name__}, not a state dict or None"
+
+
+@dataclass
+class Converted:
+    """What :func:`convert_to_canonical` returns."""
+
+    canonical: dict
+    layout: str
+    notes: list[str]
+    arch_source: str  # "user", "checkpoint file" or "detected from weights: <rule>"
+
+
+def _tensor_map_fault(state_dict: object) -> str | None:
+    if not isinstance(state_dict, Mapping):
+        return f"the backbone is a {type(state_dict).__name__}, not a state dict"
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            return f"the backbone has a non-string key {_short(repr(key))}"
+        if not isinstance(value, torch.Tensor):
+            return f"backbone entry {_short(key)} is a {type(value).__name__}, not a tensor"
+    return None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def convert_to_canonical(obj: object, source: str, *, arch: str | None = None,
+                         layout: str | None = None) -> Converted:
+    """Convert a loaded checkpoint object to canonical form, saying where the architecture came from.
 
     Args:
         obj: what :func:`~mec_eval.checkpoints.safe_load.load_checkpoint_file` returned.
         source: file name for messages.
         arch: force the architecture instead of inferring it from shapes.
         layout: force a layout instead of detecting it.
-    Returns:
-        (canonical dict, layout name, notes for the user).
+    Raises:
+        UserError: no (or several) layouts match, or the file is malformed for its layout
+            (non-tensor weights, wrongly typed meta such as a string epoch).
     """
     name = layout or detect_layout(obj, source)
-    parts = LAYOUTS.get(name).convert(obj)
+    try:
+        parts = LAYOUTS.get(name).convert(obj)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as err:  # untrusted
+        raise UserError(f"{source}: malformed '{name}' checkpoint ({type(err).__name__}: {_short(str(err), 150)})") from None
+    fault = _tensor_map_fault(parts.backbone)
+    if fault:
+        raise UserError(f"{source}: malformed '{name}' checkpoint: {fault}")
     backbone, dropped = strip_fc(parts.backbone)
     if not backbone:
         raise UserError(f"{source}: layout '{name}' found no backbone tensors")
     notes = list(parts.notes)
     if dropped:  # converters strip fc themselves; this catches a canonical file that kept it
         notes.append(f"dropped {len(dropped)} fc.* tensors (the backbone ends at the pooled feature)")
-    chosen = arch or parts.arch or infer_arch(backbone)
+    if arch:
+        chosen, arch_source = arch, "user"
+    elif parts.arch:
+        chosen, arch_source = parts.arch, "checkpoint file"
+    else:
+        try:
+            chosen, arch_source = explain_arch(backbone)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
+        notes.append(f"architecture {chosen} {arch_source}")
+    if chosen not in BACKBONES:
+        raise UserError(f"{source}: unknown backbone architecture '{_short(chosen)}' (from {arch_source}; "
+                        f"known: {', '.join(BACKBONES.names())})")
     try:
         canonical = make_canonical(chosen, backbone, parts.heads, parts.teacher, parts.meta)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"{source}: malformed '{name}' checkpoint: {err}") from None
-    return canonical, name, notes
+    except (TypeError, ValueError, RecursionError) as err:  # RecursionError: a meta that contains itself
+        raise UserError(f"{source}: malformed '{name}' checkpoint: {err}; re-save it with valid values") from None
+    return Converted(canonical, name, notes, arch_source)
+
+
+def to_canonical(obj: object, source: str, *, arch: str | None = None,
+                 layout: str | None = None) -> tuple[dict, str, list[str]]:
+    """(canonical dict, layout name, notes for the user); see :func:`convert_to_canonical`."""
+    converted = convert_to_canonical(obj, source, arch=arch, layout=layout)
+    return converted.canonical, converted.layout, converted.notes

@@ -101,12 +101,12 @@ def verify_file(path: Path, entry: dict) -> str:
     actual = sha256_file(path)
     expected = entry.get("sha256") or entry.get("sha256_prefix")
     if expected and not actual.startswith(str(expected).lower()):
-        raise UserError(f"sha256 mismatch for {path} (manifest '{entry['name']}'): expected {expected}, "
-                        f"got {actual}; delete the file and download it again")
+        raise UserError(f"{path} is corrupt or not the published file (sha256 mismatch, manifest '{entry['name']}': "
+                        f"expected {expected}, got {actual}); delete the file and download it again")
     md5 = entry.get("md5_prefix")
     if md5 and not _md5_prefix(path).startswith(str(md5).lower()):
-        raise UserError(f"md5 mismatch for {path} (manifest '{entry['name']}'): expected prefix {md5}; "
-                        "delete the file and download it again")
+        raise UserError(f"{path} is corrupt or not the published file (md5 mismatch, manifest '{entry['name']}': "
+                        f"expected prefix {md5}); delete the file and download it again")
     return actual
 
 
@@ -125,8 +125,9 @@ def _download(entry: dict, target: Path, progress: bool) -> str:
         raise UserError(f"could not download checkpoint '{entry['name']}' ({err}); {_by_hand(entry, target)}") from None
     except RuntimeError as err:  # download_url_to_file's hash_prefix check
         tmp.unlink(missing_ok=True)
-        raise UserError(f"downloaded '{entry['name']}' from {entry['url']} but its sha256 does not match "
-                        f"the manifest ({err}); the file was discarded") from None
+        raise UserError(f"downloaded '{entry['name']}' from {entry['url']} but it is corrupt or not the published "
+                        f"file (its sha256 does not match the manifest: {str(err).splitlines()[0][:150]}); "
+                        "the file was discarded, try again") from None
     try:
         sha256 = verify_file(tmp, entry)
     except UserError:

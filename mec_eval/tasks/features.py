@@ -26,7 +26,7 @@ from mec_eval.data.transforms import eval_transform, interpolation_mode
 from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import progress
 from mec_eval.runs import LOCKS_DIR, folder_lock, remove_new_empty_dirs, safe_name
-from mec_eval.utils import atomic_write_text
+from mec_eval.utils import UserError, atomic_write_text
 
 CACHE_VERSION = 3
 FLUSH_EVERY = 20        # batches between progress records (bounds the work lost to a kill)
@@ -92,12 +92,24 @@ def _open_or_create(path: Path, shape: tuple, dtype) -> np.ndarray:
     return array
 
 
+def _rows_done(progress_file: Path) -> int:
+    if not progress_file.is_file():
+        return 0
+    try:
+        return int(json.loads(progress_file.read_text(encoding="utf-8"))["rows"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{progress_file} is corrupt ({type(err).__name__}: {err}); delete {progress_file.parent} "
+                        "to extract the features again") from None
+
+
 def extract_to_cache(encoder: Encoder, dataset: Dataset, folder: Path, batch_size: int, num_workers: int,
                      device: torch.device, amp_dtype, quiet: bool, desc: str) -> None:
     """Fill ``folder/features.npy`` and ``targets.npy`` row by row, resuming from ``progress.json``."""
     progress_file = folder / "progress.json"
-    done = json.loads(progress_file.read_text())["rows"] if progress_file.is_file() else 0
+    done = _rows_done(progress_file)
     n = len(dataset)
+    if not 0 <= done <= n:
+        raise UserError(f"{progress_file} records {done} of {n} rows; delete {folder} to extract again")
     remaining = Subset(dataset, range(done, n)) if done else dataset
     feats = targets = None
     row = done
@@ -135,9 +147,22 @@ def cached_features(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, 
         with remove_new_empty_dirs(folder), folder_lock(Path(cache_root) / LOCKS_DIR / f"{folder.name}.lock"):
             if not meta_file.is_file():
                 _extract_split(encoder, data, run, split, folder, quiet)
-    meta = json.loads(meta_file.read_text())
-    return FeatureSet(np.load(folder / "features.npy", mmap_mode="r"), np.load(folder / "targets.npy"),
-                      meta["classes"], meta["split_source"])
+    return _read_entry(folder)
+
+
+def _read_entry(folder: Path) -> FeatureSet:
+    """A finished cache entry; one that cannot be read (edited, truncated) is a UserError naming it."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        features = np.load(folder / "features.npy", mmap_mode="r")
+        targets = np.load(folder / "targets.npy")
+        entry = FeatureSet(features, targets, list(meta["classes"]), meta.get("split_source"))
+        if len(features) != meta["rows"] or len(targets) != meta["rows"]:
+            raise ValueError(f"{meta['rows']} rows recorded, {len(features)} features, {len(targets)} targets")
+        return entry
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        raise UserError(f"the feature cache entry {folder} is corrupt ({type(err).__name__}: {err}); "
+                        "delete that folder to extract the features again") from None
 
 
 def _extract_split(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, split: str, folder: Path,

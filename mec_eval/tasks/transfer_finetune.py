@@ -93,7 +93,7 @@ class TransferFinetuneTask(TrainedTask):
                     val = self._train_and_score(encoder, cfg, optim, splits.train, splits.val, len(splits.classes), point)
                     atomic_write_text(done, json.dumps({"lr": lr, "weight_decay": factor / lr, **val}))
                     (point / "state.pt").unlink(missing_ok=True)  # the weights of a finished point are not needed
-                searched.append(json.loads(done.read_text()))
+                searched.append(_read_point(done))
         best = max(range(len(searched)), key=lambda i: (searched[i][metric], -i))  # first maximum, as finetune.py
         chosen = searched[best]
         optim = dataclasses.replace(cfg.optim, base_lr=chosen["lr"], weight_decay=chosen["weight_decay"], lr_scaling="none")
@@ -105,3 +105,14 @@ class TransferFinetuneTask(TrainedTask):
                              "split_source": getattr(splits.test, "split_source", None),
                              "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
                              "image_size": cfg.data.image_size})
+
+
+def _read_point(path: Path) -> dict:
+    """The record of a finished grid point; an unreadable one is a UserError naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not {"lr", "weight_decay"} <= set(record):
+            raise ValueError("not a grid-point record")
+        return record
+    except ValueError as err:
+        raise UserError(f"{path} is corrupt ({err}); delete it to train that grid point again") from None

@@ -24,7 +24,8 @@ def test_random_spec_is_reproducible_and_leaves_global_rng_alone():
     for key, value in first.backbone.state_dict().items():
         assert torch.equal(value, second.backbone.state_dict()[key]), key
     assert first.provenance() == {"name": "random-resnet_tiny", "path": "random:resnet_tiny", "sha256": None,
-                                  "layout": "random", "method": None, "epoch": None}
+                                  "layout": "random", "method": None, "epoch": None, "arch": "resnet_tiny",
+                                  "arch_source": "random spec"}
     assert first.feature_dim == 256 and not first.backbone.training
 
 
@@ -39,7 +40,8 @@ def test_path_spec_provenance(tmp_path):
     path = _tiny_file(tmp_path / "mec_tiny_ep7.pth.tar")
     enc = load_encoder(str(path))
     assert enc.provenance() == {"name": "mec_tiny_ep7", "path": str(path), "sha256": sha256_file(path),
-                                "layout": "mec-eval", "method": "mec", "epoch": 7}
+                                "layout": "mec-eval", "method": "mec", "epoch": 7, "arch": "resnet_tiny",
+                                "arch_source": "checkpoint file"}
     features = enc.backbone(torch.zeros(2, 3, 32, 32))
     assert features.shape == (2, enc.feature_dim)
 
