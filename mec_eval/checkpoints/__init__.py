@@ -7,40 +7,41 @@ Typical use::
     enc.backbone(images)                                    # (N, enc.feature_dim)
     enc.provenance()                                        # -> result.json "checkpoint"
 """
-from mec_eval.checkpoints.canonical import FORMAT, is_canonical, make_canonical, save_canonical
-from mec_eval.checkpoints.encoder import (
-    CONVERT_TARGETS,
-    Encoder,
-    convert_checkpoint,
-    load_backbone_weights,
-    load_encoder,
-    resolve_checkpoint,
-)
-from mec_eval.checkpoints.export import detectron2_to_torchvision, export_detectron2, export_torchvision
-from mec_eval.checkpoints.layouts import LAYOUTS, infer_arch, to_canonical
-from mec_eval.checkpoints.manifest import fetch_checkpoint, list_manifest
-from mec_eval.checkpoints.safe_load import load_checkpoint_file, safe_pickle_load, safe_torch_load
+from __future__ import annotations
 
-__all__ = [
-    "FORMAT",
-    "make_canonical",
-    "save_canonical",
-    "is_canonical",
-    "safe_torch_load",
-    "safe_pickle_load",
-    "load_checkpoint_file",
-    "to_canonical",
-    "infer_arch",
-    "LAYOUTS",
-    "load_backbone_weights",
-    "export_detectron2",
-    "export_torchvision",
-    "detectron2_to_torchvision",
-    "Encoder",
-    "load_encoder",
-    "resolve_checkpoint",
-    "convert_checkpoint",
-    "CONVERT_TARGETS",
-    "list_manifest",
-    "fetch_checkpoint",
-]
+import importlib
+
+# Names are imported on first use (PEP 562): ``mec-eval list checkpoints`` reads the manifest
+# without loading torch, which the other modules need.
+_EXPORTS = {
+    "FORMAT": "canonical",
+    "make_canonical": "canonical",
+    "save_canonical": "canonical",
+    "is_canonical": "canonical",
+    "CONVERT_TARGETS": "encoder",
+    "Encoder": "encoder",
+    "convert_checkpoint": "encoder",
+    "load_backbone_weights": "encoder",
+    "load_encoder": "encoder",
+    "resolve_checkpoint": "encoder",
+    "detectron2_to_torchvision": "export",
+    "export_detectron2": "export",
+    "export_torchvision": "export",
+    "LAYOUTS": "layouts",
+    "infer_arch": "layouts",
+    "to_canonical": "layouts",
+    "fetch_checkpoint": "manifest",
+    "list_manifest": "manifest",
+    "load_checkpoint_file": "safe_load",
+    "safe_pickle_load": "safe_load",
+    "safe_torch_load": "safe_load",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mec_eval.checkpoints' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"mec_eval.checkpoints.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -14,7 +14,6 @@ import os
 import urllib.error
 from pathlib import Path
 
-import torch
 import yaml
 
 from mec_eval.utils import UserError, resource_dir, sha256_file
@@ -119,6 +118,8 @@ def _download(entry: dict, target: Path, progress: bool) -> str:
     tmp = target.with_name(f".{target.name}.download")
     prefix = entry.get("sha256") or entry.get("sha256_prefix")
     try:
+        import torch  # only a download needs it; listing the manifest stays torch-free
+
         torch.hub.download_url_to_file(entry["url"], str(tmp), hash_prefix=prefix, progress=progress)
     except (urllib.error.URLError, OSError, ValueError) as err:
         tmp.unlink(missing_ok=True)

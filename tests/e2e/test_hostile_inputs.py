@@ -405,7 +405,8 @@ def _fresh_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
-@pytest.mark.parametrize("argv", [["list", "tasks"], ["list", "configs"], ["--help"], ["run", "--help"],
+@pytest.mark.parametrize("argv", [["list", "tasks"], ["list", "configs"], ["list", "checkpoints"], ["--help"],
+                                  ["run", "--help"],
                                   ["run", "--task", "nosuch", "--ckpt", "random:resnet_tiny"],
                                   ["run", "--task", "knn", "--ckpt", "random:resnet_tiny", "knn.kk=3"],
                                   ["pretrain", "--config", "nosuch"], ["pretrain", "--config", "digits", "optim.epochs=-1"]])
