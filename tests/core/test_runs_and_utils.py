@@ -58,3 +58,25 @@ def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "shared.html").stat().st_mode) == 0o644
+
+
+def test_progress_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from mec_eval.log import progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a redirected stderr: no isatty()
+    bar = progress(range(3), total=3, desc="x")
+    assert list(bar) == [0, 1, 2] and bar.disable
+    assert sys.stderr.getvalue() == ""  # no carriage-return updates in the log file
+
+
+def test_safe_name_never_leaves_its_folder():
+    from mec_eval.runs import MAX_NAME, safe_name
+
+    assert safe_name("..") == "unnamed" and safe_name("...") == "unnamed" and safe_name("") == "unnamed"
+    assert safe_name("a/../b") == "a_._b" and safe_name(".hidden") == "hidden" and safe_name("x..y") == "x.y"
+    long_a, long_b = "a" * 300, "a" * 299 + "b"
+    assert len(safe_name(long_a)) <= MAX_NAME and safe_name(long_a) != safe_name(long_b)
+    assert safe_name("mec-last") == "mec-last"  # ordinary names unchanged (existing run folders stay valid)

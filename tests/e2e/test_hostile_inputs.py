@@ -11,6 +11,7 @@ import pickle
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -457,3 +458,38 @@ def test_corrupt_feature_cache_is_named(tmp_path, capsys, victim, content):
     entry = next(p.parent for p in (runs / ".cache" / "features").rglob("meta.json") if "train" in p.parent.name)
     (entry / victim).write_bytes(content)
     expect_user_error(capsys, [*argv, "--force"], entry.name, "delete")
+
+
+def test_no_announcement_before_a_one_line_error_without_quiet(tmp_path, capsys):
+    # Not quiet: the "run knn on ... -> folder" header would print before the error if it were eager.
+    expect_user_error(capsys, ["run", "--task", "knn", "--ckpt", "random:resnet_tiny", "--out", str(tmp_path / "r"),
+                               "data.name=imagefolder", f"data.root={tmp_path / 'none'}"], "expected layout")
+    assert not (tmp_path / "r").exists()
+
+
+def test_feature_cache_entry_is_extracted_once_under_concurrency(tmp_path, monkeypatch):
+    import threading
+
+    from mec_eval.checkpoints import load_encoder
+    from mec_eval.config import EvalDataConfig, EvalRunConfig
+    from mec_eval.tasks import features
+
+    calls, real = [], features._extract_split
+
+    def slow_extract(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the second thread to reach the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "_extract_split", slow_extract)
+    encoder, data, run = load_encoder("random:resnet_tiny"), EvalDataConfig(name="digits"), EvalRunConfig(device="cpu")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        features.cached_features(encoder, data, run, "test", tmp_path / "cache", quiet=True))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(results) == 2
+    assert (results[0].features == results[1].features).all()
+    assert not (tmp_path / "cache" / ".locks").exists()
