@@ -18,6 +18,11 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_checkpoint_reading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", help="backbone architecture when the file does not say (mec-eval list archs)")
+    parser.add_argument("--layout", help="force a checkpoint layout instead of detecting it (e.g. solo-learn, moco)")
+
+
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=5")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
@@ -38,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="path, random:<arch> or manifest:<name>")
     p.add_argument("--out", default="runs", help="runs folder (default runs)")
     p.add_argument("--force", action="store_true", help="re-run even if result.json exists")
+    _add_checkpoint_reading(p)
     _add_overrides(p)
 
     p = sub.add_parser("suite", help="evaluate one checkpoint on several tasks, locally or on SLURM")
@@ -47,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--cluster", help="SLURM profile YAML (slurm/*.yaml)")
     p.add_argument("--force", action="store_true")
+    _add_checkpoint_reading(p)
     _add_overrides(p)
 
     p = sub.add_parser("report", help="HTML/PDF report with rankings and radar charts of every result.json")
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=["detectron2", "torchvision", "canonical"])
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _add_checkpoint_reading(p)
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded data (no download)")
     p.add_argument("--out", default="demo_out")
@@ -96,7 +104,8 @@ def _cmd_run(args) -> None:
     check_output_dir(args.out)
     from mec_eval.tasks.runner import run_task_all
 
-    for outcome in run_task_all(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet):
+    for outcome in run_task_all(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet,
+                                arch=args.arch, layout=args.layout):
         print(outcome.path)
 
 
@@ -110,7 +119,7 @@ def _cmd_suite(args) -> None:
         resolve_task_config(task, args.overrides)
     check_output_dir(args.out)
     for line in run_suite(args.ckpt, tasks, args.out, args.overrides, args.executor,
-                          args.cluster, force=args.force, quiet=args.quiet):
+                          args.cluster, force=args.force, quiet=args.quiet, arch=args.arch, layout=args.layout):
         print(line)
 
 
@@ -128,7 +137,7 @@ def _cmd_report(args) -> None:
 def _cmd_convert(args) -> None:
     from mec_eval.checkpoints import convert_checkpoint
 
-    layout = convert_checkpoint(args.ckpt, args.to, args.out, force=args.force)
+    layout = convert_checkpoint(args.ckpt, args.to, args.out, arch=args.arch, layout=args.layout, force=args.force)
     print(f"{args.out} (from layout {layout})")
 
 

@@ -343,6 +343,10 @@ def _build(cls: type[C], data: dict | None, prefix: str) -> C:
             kwargs[key] = _build(kind, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, kind, prefix + key)
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise UserError(f"config key(s) {', '.join(prefix + r for r in required)} must be set (no default)")
     return cls(**kwargs)
 
 

@@ -33,6 +33,7 @@ _EXPORTS = {
     "fetch_checkpoint": "manifest",
     "list_manifest": "manifest",
     "load_checkpoint_file": "safe_load",
+    "read_checkpoint_file": "safe_load",
     "safe_pickle_load": "safe_load",
     "safe_torch_load": "safe_load",
 }

@@ -17,12 +17,12 @@ from torch import nn
 
 from mec_eval.checkpoints.canonical import make_canonical, save_canonical
 from mec_eval.checkpoints.export import export_detectron2, export_torchvision
-from mec_eval.checkpoints.layouts import convert_to_canonical, explain_arch
+from mec_eval.checkpoints.layouts import LAYOUTS, convert_to_canonical, explain_arch
 from mec_eval.checkpoints.manifest import fetch_checkpoint
 from mec_eval.checkpoints.safe_load import (
     CHECKPOINT_SUFFIXES,
     folder_message,
-    load_checkpoint_file,
+    read_checkpoint_file,
 )
 from mec_eval.models import build_backbone
 from mec_eval.utils import UserError, sha256_file
@@ -171,17 +171,31 @@ def _random_backbone(arch: str, seed: int) -> nn.Module:
 
 
 def _read_file(path: Path, name: str, sha256: str | None, arch: str | None,
-               arch_origin: str = "user") -> ResolvedCheckpoint:
+               arch_origin: str = "user", layout: str | None = None) -> ResolvedCheckpoint:
     path = path.resolve()  # provenance records where the file is, whatever the working directory
-    obj = load_checkpoint_file(path)
-    converted = convert_to_canonical(obj, str(path), arch=arch)
+    obj, read_notes = read_checkpoint_file(path)
+    converted = convert_to_canonical(obj, str(path), arch=arch, layout=layout)
     arch_source = arch_origin if converted.arch_source == "user" else converted.arch_source
+    notes = read_notes + converted.notes + ([f"layout '{layout}' forced by the user"] if layout else [])
     return ResolvedCheckpoint(converted.canonical, name, str(path), sha256 or sha256_file(path), converted.layout,
-                              converted.notes, arch_source)
+                              notes, arch_source)
 
 
-def resolve_checkpoint(spec: str, *, arch: str | None = None) -> ResolvedCheckpoint:
-    """Read ``spec`` and convert it to canonical form (layout detected, architecture inferred)."""
+def _check_layout(spec: str, layout: str | None) -> None:
+    """UserError for a layout name that is not registered (with close matches), or one given for random:."""
+    if layout is None:
+        return
+    if spec.startswith("random:"):
+        raise UserError(f"layout '{layout}' was given for '{spec}', which reads no file; drop the layout")
+    try:
+        LAYOUTS.get(layout)
+    except UserError as err:
+        raise UserError(f"{err}; pass one of these as the layout of {spec}") from None
+
+
+def resolve_checkpoint(spec: str, *, arch: str | None = None, layout: str | None = None) -> ResolvedCheckpoint:
+    """Read ``spec`` and convert it to canonical form (layout detected unless forced, architecture inferred)."""
+    _check_layout(spec, layout)
     if spec.startswith("random:"):
         spec_arch, seed = _random_arch(spec, arch)
         model = _random_backbone(spec_arch, seed)
@@ -191,16 +205,16 @@ def resolve_checkpoint(spec: str, *, arch: str | None = None) -> ResolvedCheckpo
     if spec.startswith("manifest:"):
         path, entry, sha256 = fetch_checkpoint(spec[len("manifest:"):])
         resolved = _read_file(path, entry["name"], sha256, arch or entry.get("arch"),
-                              "user" if arch else "manifest")
+                              "user" if arch else "manifest", layout)
         if resolved.layout != entry["layout"]:
-            resolved.notes.append(f"manifest says layout '{entry['layout']}', detected '{resolved.layout}'")
+            resolved.notes.append(f"manifest says layout '{entry['layout']}', read as '{resolved.layout}'")
         return resolved
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
         raise UserError(folder_message(path))
     if not path.is_file():
         raise UserError(f"checkpoint not found: {spec} ({_SPEC_HELP})")
-    return _read_file(path, _short_name(path), None, arch)
+    return _read_file(path, _short_name(path), None, arch, layout=layout)
 
 
 def _build(resolved: ResolvedCheckpoint) -> tuple[nn.Module, list[str]]:
@@ -210,19 +224,22 @@ def _build(resolved: ResolvedCheckpoint) -> tuple[nn.Module, list[str]]:
     return model.eval(), resolved.notes + notes
 
 
-def load_encoder(spec: str, *, arch: str | None = None) -> Encoder:
+def load_encoder(spec: str, *, arch: str | None = None, layout: str | None = None) -> Encoder:
     """Load a backbone from a path, ``random:<arch>`` or ``manifest:<name>``.
 
     Args:
         spec: the checkpoint spec of the CLI's ``--ckpt``.
         arch: force the architecture instead of inferring it from parameter names and shapes.
+        layout: force one of ``LAYOUTS.names()`` instead of detecting it; a layout that does not
+            fit the file fails like any mismatch (the missing/unexpected backbone keys are listed).
     """
+    _check_layout(spec, layout)
     if spec.startswith("random:"):
         spec_arch, seed = _random_arch(spec, arch)
         return Encoder(_random_backbone(spec_arch, seed).eval(), spec_arch, _random_name(spec_arch, seed), spec,
                        None, "random", None, None, [f"random initialisation (torch.manual_seed({seed}))"],
                        "random spec")
-    resolved = resolve_checkpoint(spec, arch=arch)
+    resolved = resolve_checkpoint(spec, arch=arch, layout=layout)
     model, notes = _build(resolved)
     meta = resolved.canonical["meta"]  # types checked by make_canonical: method str|None, epoch int|None
     return Encoder(model, resolved.canonical["arch"], resolved.name, resolved.path, resolved.sha256,
@@ -248,7 +265,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def convert_checkpoint(spec: str, to: str, out: str | os.PathLike, *, arch: str | None = None,
-                       force: bool = False) -> str:
+                       layout: str | None = None, force: bool = False) -> str:
     """Write ``spec`` as a detectron2 ``.pkl``, a torchvision state dict or a canonical file.
 
     The weights are first loaded strictly into the architecture's backbone, so a file that would
@@ -256,6 +273,7 @@ def convert_checkpoint(spec: str, to: str, out: str | os.PathLike, *, arch: str 
     layout.
 
     Args:
+        arch, layout: force the architecture / layout, as in :func:`load_encoder`.
         force: overwrite ``out`` when it exists (without it, an existing ``out`` is a UserError).
     Raises:
         UserError: unknown target, an unreadable ``spec``, or an ``out`` that is a folder, exists
@@ -265,7 +283,7 @@ def convert_checkpoint(spec: str, to: str, out: str | os.PathLike, *, arch: str 
         raise UserError(f"unknown conversion target '{to}' (choose from {', '.join(CONVERT_TARGETS)})")
     out = Path(out).expanduser()
     _check_out(out, force)
-    resolved = resolve_checkpoint(spec, arch=arch)
+    resolved = resolve_checkpoint(spec, arch=arch, layout=layout)
     model, _ = _build(resolved)
     try:
         if to == "canonical":

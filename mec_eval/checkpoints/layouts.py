@@ -427,6 +427,15 @@ def _tensor_map_fault(state_dict: object) -> str | None:
     return None
 
 
+def _forced_hint(obj: object, name: str) -> str:
+    """For a forced layout that fails: what the file holds and the layouts that would detect it."""
+    if LAYOUTS.get(name).detect(obj):
+        return ""
+    fits = [other for other in LAYOUTS.names() if LAYOUTS.get(other).detect(obj)]
+    return (f"; the file does not look like the forced layout '{name}' ({_describe(obj)}); "
+            f"{'it matches ' + ', '.join(fits) if fits else 'no layout detects it'}, pick the matching layout")
+
+
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -445,16 +454,18 @@ def convert_to_canonical(obj: object, source: str, *, arch: str | None = None,
             (non-tensor weights, wrongly typed meta such as a string epoch).
     """
     name = layout or detect_layout(obj, source)
+    hint = _forced_hint(obj, name) if layout else ""
     try:
         parts = LAYOUTS.get(name).convert(obj)
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as err:  # untrusted
-        raise UserError(f"{source}: malformed '{name}' checkpoint ({type(err).__name__}: {_short(str(err), 150)})") from None
+        raise UserError(f"{source}: malformed '{name}' checkpoint ({type(err).__name__}: {_short(str(err), 150)})"
+                        f"{hint}") from None
     fault = _tensor_map_fault(parts.backbone)
     if fault:
-        raise UserError(f"{source}: malformed '{name}' checkpoint: {fault}")
+        raise UserError(f"{source}: malformed '{name}' checkpoint: {fault}{hint}")
     backbone, dropped = strip_fc(parts.backbone)
     if not backbone:
-        raise UserError(f"{source}: layout '{name}' found no backbone tensors")
+        raise UserError(f"{source}: layout '{name}' found no backbone tensors{hint}")
     notes = list(parts.notes)
     if dropped:  # converters strip fc themselves; this catches a canonical file that kept it
         notes.append(f"dropped {len(dropped)} fc.* tensors (the backbone ends at the pooled feature)")

@@ -21,6 +21,15 @@ from pathlib import Path
 
 import torch
 
+from mec_eval.checkpoints.restricted_pickle import (
+    HARMLESS_GLOBALS,
+    WEIGHT_KEYS,
+    ForeignWeights,
+    extract_weights,
+    is_hostile,
+    is_plain_torch_zip,
+    restricted_torch_load,
+)
 from mec_eval.utils import UserError
 
 # DINO (`main_dino.py`) and timm (`checkpoint_saver.py`) store their argparse namespace under "args";
@@ -36,7 +45,12 @@ _STRING_OPS = {"UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "STRI
                "SHORT_BINSTRING"}
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # pickle protocol 2, then torch's magic number (LONG1, 10 bytes)
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".tar", ".pkl", ".torch", ".ckpt", ".safetensors", ".bin"}
-_NEVER_UNPICKLES = "mec-eval never unpickles arbitrary objects (weights_only=True / numpy-only unpickler)"
+_NEVER_UNPICKLES = ("mec-eval never unpickles arbitrary objects (weights_only=True, numpy-only unpickler, "
+                    "placeholders for foreign objects)")
+
+
+class RefusedPickle(UserError):
+    """The file pickles objects outside the weights-only allowlist (refused, nothing executed)."""
 
 
 def folder_message(path: Path) -> str:
@@ -175,7 +189,7 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         return obj
     except pickle.UnpicklingError as err:
         if _REFUSAL.search(str(err)):
-            raise UserError(_refused_message(path)) from None
+            raise RefusedPickle(_refused_message(path)) from None
         raise UserError(_read_failure(path, err)) from None
     except Exception as err:
         # The file is untrusted input and a damaged one fails anywhere in the parser: a cut legacy
@@ -216,17 +230,19 @@ def _scan_pickle_globals(path: Path, pickles: int = 4) -> list[str]:
                         found.append(f"{strings[-2]}.{strings[-1]}")
             except Exception:  # the end of the pickles, or damage: report what was read so far
                 break
-    unsafe = [n for n in dict.fromkeys(found)
-              if n not in allowed and (torch_allowed is not None or not n.startswith("torch."))]
+    unsafe = [n for n in dict.fromkeys(found) if n not in allowed and n not in HARMLESS_GLOBALS
+              and (torch_allowed is not None or not n.startswith("torch."))]
     return unsafe[:5]
 
 
-def _refused_message(path: Path, names: list[str] | None = None) -> str:
+def _refused_message(path: Path, names: list[str] | None = None, why: str = "") -> str:
+    """The refusal line; ``names``: the refused globals (read from opcodes when None), ``why``: a weight fault."""
     if names is None:
         names = _unsafe_globals(path) if _starts_with(path, _ZIP_MAGIC) else _scan_pickle_globals(path)
     what = f" ({', '.join(names)})" if names else ""
     return (
-        f"refused to load {path}: it contains pickled Python objects{what} that could run code; "
+        f"refused to load {path}: it contains pickled Python objects{what} that could run code"
+        f"{', and ' + why if why else ''}; "
         f"they were NOT executed. {_NEVER_UNPICKLES}. Re-save the weights as a plain state dict "
         "(torch.save(model.state_dict(), ...)) in a trusted environment"
     )
@@ -241,8 +257,9 @@ def _unsafe_globals(path: Path) -> list[str]:
         names = lister(str(path))
     except Exception:  # a damaged file: the refusal message is still right, only without names
         return []
-    safe = {f"{g.__module__}.{g.__qualname__}" for g in TORCH_SAFE_GLOBALS}
-    return [name for name in names if name not in safe]
+    # Sorted: torch returns a set. Plain containers (builtins.dict, collections.defaultdict) refuse
+    # nothing dangerous, so the message names only the objects that stop the file from loading.
+    return sorted(name for name in names if name not in HARMLESS_GLOBALS)
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -378,16 +395,60 @@ def _safetensors_load(path: Path) -> object:
         raise UserError(corrupt_message(path, _first_line(err))) from None
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> object:
-    """Read any supported checkpoint file, choosing the reader by suffix.
+def read_checkpoint_file(path: str | os.PathLike) -> tuple[object, list[str]]:
+    """(the object of any supported checkpoint file, notes for the user), choosing the reader by suffix.
 
     ``.pkl`` -> :func:`safe_pickle_load` (detectron2), ``.safetensors`` -> safetensors (a format
-    that holds tensors only), anything else -> :func:`safe_torch_load`.
+    that holds tensors only), anything else -> :func:`safe_torch_load`. A torch zip file that
+    ``weights_only=True`` refuses is read again by :func:`_read_foreign_objects`, which keeps only
+    its weights; the note then names the objects that were ignored.
     """
     path = Path(path).expanduser()
     # A .pkl written by torch.save (zip container) is a torch file whatever its name says.
     if path.suffix == ".pkl" and not (path.is_file() and _starts_with(path, _ZIP_MAGIC)):
-        return safe_pickle_load(path)
+        return safe_pickle_load(path), []
     if path.suffix == ".safetensors":
-        return _safetensors_load(path)
-    return safe_torch_load(path)
+        return _safetensors_load(path), []
+    try:
+        return safe_torch_load(path), []
+    except RefusedPickle:
+        if not (_starts_with(path, _ZIP_MAGIC) and is_plain_torch_zip(path)):
+            raise
+    return _read_foreign_objects(path)
+
+
+def _read_foreign_objects(path: Path) -> tuple[object, list[str]]:
+    """Re-read a refused (already CRC-checked) torch zip with foreign objects as inert placeholders.
+
+    Raises:
+        UserError: a known code-execution global (``os.system``, ``builtins.eval``) anywhere in the
+            file, weights that are themselves foreign objects or tensor subclasses, no weight key,
+            or a file the restricted reader cannot parse.
+    """
+    try:
+        obj, foreign = restricted_torch_load(path)
+    except Exception:  # untrusted bytes: any failure is the refusal the user already had
+        raise RefusedPickle(_refused_message(path)) from None
+    hostile = [name for name in foreign if is_hostile(name)]
+    if hostile:
+        raise RefusedPickle(_refused_message(path, hostile[:5]))
+    try:
+        clean, dropped = extract_weights(obj)
+    except ForeignWeights as err:
+        named = [name for name in foreign if name not in HARMLESS_GLOBALS][:5]
+        raise RefusedPickle(_refused_message(path, named, f"{err}, which only running code could build")) from None
+    shown = [name for name in foreign if name not in HARMLESS_GLOBALS]
+    listed = ", ".join(shown[:8]) + (f" and {len(shown) - 8} more" if len(shown) > 8 else "")
+    note = (f"{path.name} pickles foreign Python objects ({listed or 'none named'}) that weights_only=True "
+            f"refuses; they were read as inert placeholders, never imported or run, and ignored: kept only "
+            f"the tensors under {', '.join(repr(k) for k in WEIGHT_KEYS if k in clean)}"
+            f"{' and plain values' if len(clean) > 1 else ''}, dropped {', '.join(dropped) or 'nothing else'}")
+    return clean, [note]
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> object:
+    """:func:`read_checkpoint_file` without the notes, which are issued as a UserWarning instead."""
+    obj, notes = read_checkpoint_file(path)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return obj

@@ -35,11 +35,14 @@ def load_profile(path: str | Path) -> SlurmProfile:
 class TaskJob:
     """A picklable callable submitit runs on the cluster; ``checkpoint`` requeues it."""
 
-    def __init__(self, task: str, ckpt: str, runs_root: str, overrides: list[str], force: bool):
+    def __init__(self, task: str, ckpt: str, runs_root: str, overrides: list[str], force: bool,
+                 arch: str | None = None, layout: str | None = None):
         self.task, self.ckpt, self.runs_root, self.overrides, self.force = task, ckpt, runs_root, overrides, force
+        self.arch, self.layout = arch, layout
 
     def __call__(self) -> str:
-        outcome = run_task(self.task, self.ckpt, self.runs_root, self.overrides, force=self.force, quiet=True)
+        outcome = run_task(self.task, self.ckpt, self.runs_root, self.overrides, force=self.force, quiet=True,
+                           arch=self.arch, layout=self.layout)
         return str(outcome.path)
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
@@ -63,10 +66,12 @@ def make_executor(folder: str | Path, profile: SlurmProfile, cluster: str | None
 
 
 def submit_tasks(tasks: list[str], ckpt: str, runs_root: str | Path, overrides: list[str], profile: SlurmProfile,
-                 force: bool = False, cluster: str | None = None) -> list[submitit.Job]:
+                 force: bool = False, cluster: str | None = None, arch: str | None = None,
+                 layout: str | None = None) -> list[submitit.Job]:
     """Submit one job per run as a job array (``data.name=all`` makes one per dataset); returns the jobs."""
     executor = make_executor(Path(runs_root) / "slurm" / "%j", profile, cluster)
-    jobs = [TaskJob(t, ckpt, str(runs_root), each, force) for t in tasks for each in expand_task(t, list(overrides))]
+    jobs = [TaskJob(t, ckpt, str(runs_root), each, force, arch, layout)
+            for t in tasks for each in expand_task(t, list(overrides))]
     with executor.batch():
         submitted = [executor.submit(job) for job in jobs]
     return submitted

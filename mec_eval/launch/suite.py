@@ -23,13 +23,15 @@ def parse_task_list(text: str | None) -> list[str]:
 
 
 def run_suite(ckpt: str, tasks: list[str], runs_root: str | Path, overrides: list[str], executor: str = "local",
-              cluster_profile: str | None = None, force: bool = False, quiet: bool = False) -> list[str]:
+              cluster_profile: str | None = None, force: bool = False, quiet: bool = False,
+              arch: str | None = None, layout: str | None = None) -> list[str]:
     """Run or submit every task; returns result paths (local) or job ids (slurm)."""
     logger = JsonLogger(None, quiet=quiet)
     if executor == "local":
         from mec_eval.tasks.runner import run_task_all
 
-        return [str(o.path) for t in tasks for o in run_task_all(t, ckpt, runs_root, overrides, force=force, quiet=quiet)]
+        return [str(o.path) for t in tasks for o in run_task_all(t, ckpt, runs_root, overrides, force=force, quiet=quiet,
+                                                                    arch=arch, layout=layout)]
     if executor == "slurm":
         from mec_eval.launch.slurm import SlurmProfile, load_profile, submit_tasks
 
@@ -39,7 +41,7 @@ def run_suite(ckpt: str, tasks: list[str], runs_root: str | Path, overrides: lis
             raise UserError("--executor slurm needs SLURM's sbatch, which is not on PATH here; "
                             "run on a SLURM login node, or use --executor local")
         profile = load_profile(cluster_profile) if cluster_profile else SlurmProfile()
-        jobs = submit_tasks(tasks, ckpt, runs_root, overrides, profile, force=force)
+        jobs = submit_tasks(tasks, ckpt, runs_root, overrides, profile, force=force, arch=arch, layout=layout)
         for job in jobs:
             logger.info(f"submitted SLURM job {job.job_id}")
         return [job.job_id for job in jobs]

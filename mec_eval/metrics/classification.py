@@ -1,8 +1,9 @@
 """Classification metrics in percent: top-k, mean per-class accuracy, VOC07 11-point mAP, and evaluators.
 
-The evaluators follow detectron2's DatasetEvaluator contract (``reset`` / ``process`` / ``evaluate``)
-and accumulate on CPU in float64 / int64, so a metric does not depend on how the data was batched;
-gathering across processes happens in one place (:func:`_gather`).
+The evaluators implement :class:`mec_eval.metrics.evaluator.DatasetEvaluator` (``reset`` / ``process``
+/ ``evaluate``, after detectron2) through its ``_accumulate`` / ``_compute`` hooks, keeping CPU
+float64 / int64 columns, so a metric depends neither on the batching nor on how the rows were split
+across processes; the base class does the gathering across processes, in one place.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, precision_recall_curve
 
-from mec_eval.dist import is_distributed
+from mec_eval.metrics.evaluator import DatasetEvaluator
 
 
 def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, k: int = 1) -> float:
@@ -109,87 +110,47 @@ def voc07_map(scores, targets) -> float:
     return float(np.mean(aps))
 
 
-def _gather(columns: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Concatenate each column across all processes (identity in a single process)."""
-    if not is_distributed():
-        return columns
-    import torch.distributed as torch_dist
-
-    parts: list = [None] * torch_dist.get_world_size()
-    torch_dist.all_gather_object(parts, columns)
-    return tuple(torch.cat([part[i] for part in parts]) for i in range(len(columns)))
-
-
-class _Accumulator:
-    """Keeps per-batch CPU tensors; ``_gathered`` concatenates them over batches and processes."""
-
-    def reset(self) -> None:
-        self._batches: list[tuple[torch.Tensor, ...]] = []
-
-    def _add(self, *columns: torch.Tensor) -> None:
-        self._batches.append(columns)
-
-    def _gathered(self) -> tuple[torch.Tensor, ...]:
-        if not self._batches:
-            raise ValueError("evaluate() called before any process()")
-        return _gather(tuple(torch.cat(column) for column in zip(*self._batches)))
-
-
 def _cpu(x, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(x).detach().to(device="cpu", dtype=dtype)
 
 
-class ClassificationEvaluator(_Accumulator):
-    """Accumulates scores and labels over batches; ``evaluate`` returns top-1 (and top-5) in percent.
-
-    detectron2's DatasetEvaluator interface, so gathering across processes happens in one place.
-    """
+class ClassificationEvaluator(DatasetEvaluator):
+    """Top-1 (and top-5) accuracy in percent of scores [B, C] against class ids [B], over all batches."""
 
     def __init__(self, topk: tuple[int, ...] = (1, 5)):
         self.topk = topk
-        self.reset()
+        super().__init__()
 
-    def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        self._add(_cpu(scores, torch.float64), _cpu(targets, torch.int64))
+    def _accumulate(self, scores, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cpu(scores, torch.float64), _cpu(targets, torch.int64)
 
-    def evaluate(self) -> dict[str, float]:
-        scores, targets = self._gathered()
+    def _compute(self, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {f"top{k}": topk_accuracy(scores, targets, k) for k in self.topk if k <= scores.shape[1]}
 
 
-class MeanPerClassEvaluator(_Accumulator):
+class MeanPerClassEvaluator(DatasetEvaluator):
     """Mean per-class accuracy and top-1 (both percent) of argmax predictions over all batches."""
 
-    def __init__(self):
-        self.reset()
-
-    def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+    def _accumulate(self, scores, targets) -> tuple[torch.Tensor, torch.Tensor]:
         """``scores`` [B, C] logits or probabilities, ``targets`` [B] class ids."""
         scores = torch.as_tensor(scores)
         if scores.ndim != 2:
             raise ValueError(f"expected scores [B, C], got {tuple(scores.shape)}")
         # Only the predicted class matters, so keep the argmax instead of every score.
-        self._add(_cpu(scores.argmax(dim=1), torch.int64), _cpu(targets, torch.int64))
+        return _cpu(scores.argmax(dim=1), torch.int64), _cpu(targets, torch.int64)
 
-    def evaluate(self) -> dict[str, float]:
-        pred, targets = self._gathered()
-        if pred.shape != targets.shape:
-            raise ValueError(f"got {len(pred)} predictions but {len(targets)} targets")
+    def _compute(self, pred: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {"mean_per_class": mean_per_class_accuracy(pred, targets),
                 "top1": float((pred == targets).double().mean() * 100.0)}
 
 
-class VOC07MapEvaluator(_Accumulator):
+class VOC07MapEvaluator(DatasetEvaluator):
     """VOC2007 11-point mAP (percent) of multi-label scores [B, C] against targets [B, C] in {1, 0, -1}."""
 
-    def __init__(self):
-        self.reset()
+    def _accumulate(self, scores, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cpu(scores, torch.float64), _cpu(targets, torch.int64)
 
-    def process(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
-        self._add(_cpu(scores, torch.float64), _cpu(targets, torch.int64))
-
-    def evaluate(self) -> dict[str, float]:
-        scores, targets = self._gathered()
+    def _compute(self, scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {"voc07_map": voc07_map(scores, targets)}
 
 
@@ -197,7 +158,7 @@ EVALUATORS = {"top1": ClassificationEvaluator, "mean_per_class": MeanPerClassEva
               "voc07_map": VOC07MapEvaluator}
 
 
-def evaluator_for(metric: str) -> _Accumulator:
+def evaluator_for(metric: str) -> DatasetEvaluator:
     """A fresh evaluator for a task's metric name: "top1" (top-1/top-5), "mean_per_class", "voc07_map"."""
     if metric not in EVALUATORS:
         raise ValueError(f"unknown metric {metric!r}; known metrics: {', '.join(EVALUATORS)}")

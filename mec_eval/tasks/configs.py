@@ -29,7 +29,7 @@ class KNNParams:
 
 @dataclass
 class KNNConfig:
-    protocol: str = "paper"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     knn: KNNParams = field(default_factory=KNNParams)
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
@@ -37,7 +37,7 @@ class KNNConfig:
 
 @dataclass
 class LinearConfig:
-    protocol: str = "paper"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
         name="lars", epochs=100, batch_size=4096, base_lr=0.03, momentum=0.9, weight_decay=0.0))
@@ -53,7 +53,7 @@ class LinearFastParams:
 
 @dataclass
 class LinearFastConfig:
-    protocol: str = "fast"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     linear: LinearFastParams = field(default_factory=LinearFastParams)
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
@@ -61,7 +61,7 @@ class LinearFastConfig:
 
 @dataclass
 class SemiConfig:
-    protocol: str = "paper"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(percent=1.0))
     optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
         name="sgd", epochs=20, batch_size=256, base_lr=0.005, lr_scaling="none", head_lr=0.5,
@@ -90,7 +90,7 @@ class TransferLinearParams:
 
 @dataclass
 class TransferLinearConfig:
-    protocol: str = "paper"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(name="all", batch_size=64))
     transfer: TransferLinearParams = field(default_factory=TransferLinearParams)
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
@@ -105,7 +105,7 @@ class FinetuneGrid:
 
 @dataclass
 class TransferFinetuneConfig:
-    protocol: str = "paper"
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(name="all", batch_size=64))
     optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
         name="sgd", steps=5000, batch_size=64, lr_scaling="none", momentum=0.9, nesterov=True, schedule="cosine"))

@@ -25,6 +25,7 @@ from mec_eval.data import build_dataset, dataset_spec
 from mec_eval.data.transforms import eval_transform, interpolation_mode
 from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import progress
+from mec_eval.tasks.base import TaskBase
 from mec_eval.runs import LOCKS_DIR, folder_lock, remove_new_empty_dirs, safe_name
 from mec_eval.utils import UserError, atomic_write_text
 
@@ -177,11 +178,8 @@ def _extract_split(encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, s
         "split_source": getattr(dataset, "split_source", None)}, indent=1))
 
 
-class FeatureTask:
+class FeatureTask(TaskBase):
     """Base of the tasks that work on cached frozen features."""
-
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.cache_dir, self.quiet = Path(cache_dir), quiet
 
     def features(self, encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig, split: str) -> FeatureSet:
         return cached_features(encoder, data, run, split, self.cache_dir, self.quiet)

@@ -8,7 +8,8 @@ from typing import Any
 
 from mec_eval.checkpoints import load_encoder
 from mec_eval.config import config_hash, to_dict
-from mec_eval.data import TRANSFER_DATASETS, dataset_spec
+from mec_eval.data import dataset_spec
+from mec_eval import dist
 from mec_eval.dist import resolve_device
 from mec_eval.log import JsonLogger, announce, drop_announcement
 from mec_eval.runs import (
@@ -23,9 +24,9 @@ from mec_eval.runs import (
     save_config,
     write_result,
 )
+from mec_eval.tasks.base import TaskContext
 from mec_eval.tasks.registry import TASKS
 from mec_eval.tasks.specs import TaskSpec, resolve_task_config
-from mec_eval.utils import UserError
 
 
 @dataclass
@@ -46,28 +47,23 @@ def resolve_task(task: str, overrides: list[str]) -> tuple[TaskSpec, Any, Any]:
 
 
 def expand_task(task: str, overrides: list[str]) -> list[list[str]]:
-    """The override lists of the runs one ``(task, overrides)`` stands for.
-
-    ``data.name=all`` on a transfer task is the 11 datasets of MEC Table 8, one run (and one
-    result.json) each, all read from ``data.root`` (the folder holding the extracted datasets).
-    """
-    _, adapter_cls, cfg = resolve_task(task, overrides)
-    if getattr(getattr(cfg, "data", None), "name", None) != "all":
-        return [list(overrides)]
-    if not getattr(adapter_cls, "expands_all", False):
-        raise UserError(f"data.name=all is for the transfer tasks; task '{task}' needs one dataset name")
-    return [[*overrides, f"data.name={name}"] for name in TRANSFER_DATASETS]
+    """The override lists of the runs one ``(task, overrides)`` stands for: the adapter's ``expand``
+    (transfer: ``data.name=all`` is the 11 datasets of MEC Table 8), one run for most tasks."""
+    spec, adapter_cls, cfg = resolve_task(task, overrides)
+    return [[*overrides, *extra] for extra in adapter_cls.expand(cfg)]
 
 
 def run_task_all(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
-                 force: bool = False, quiet: bool = False) -> list[RunOutcome]:
+                 force: bool = False, quiet: bool = False, arch: str | None = None,
+                 layout: str | None = None) -> list[RunOutcome]:
     """:func:`run_task` for every run :func:`expand_task` makes of ``task`` (one unless data.name=all)."""
-    return [run_task(task, ckpt, runs_root, each, force=force, quiet=quiet)
+    return [run_task(task, ckpt, runs_root, each, force=force, quiet=quiet, arch=arch, layout=layout)
             for each in expand_task(task, overrides or [])]
 
 
 def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
-             force: bool = False, quiet: bool = False) -> RunOutcome:
+             force: bool = False, quiet: bool = False, arch: str | None = None,
+             layout: str | None = None) -> RunOutcome:
     """Evaluate checkpoint spec ``ckpt`` on ``task``; returns where result.json is and whether it was reused.
 
     The whole config (device included) is checked before anything is read or written, the same way
@@ -77,10 +73,13 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
     """
     spec, adapter_cls, cfg = resolve_task(task, overrides or [])
     resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
-    encoder = load_encoder(ckpt)
+    encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
     cfg_dict = to_dict(cfg)
     runs_root = Path(runs_root)
-    key = config_hash({"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name})
+    ident = {"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name}
+    if arch or layout:  # the same file read another way is another run (unforced runs keep their folders)
+        ident["read_as"] = {"arch": encoder.arch, "layout": encoder.layout}
+    key = config_hash(ident)
     folder = run_dir(runs_root, spec.name, encoder.name, key)
     logger = JsonLogger(None, quiet=quiet)
     if not force and (existing := finished_result(folder)) is not None:
@@ -103,11 +102,13 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
 def _run_locked(spec: TaskSpec, adapter_cls, cfg, cfg_dict: dict, encoder, folder: Path, cache: Path,
                 logger: JsonLogger, quiet: bool) -> RunOutcome:
     started, t0 = now_iso(), time.perf_counter()
-    adapter = adapter_cls(cache_dir=cache, quiet=quiet)
+    device = resolve_device(cfg.run.device)
+    adapter = adapter_cls(TaskContext(cache_dir=cache, quiet=quiet, device=str(device), rank=dist.rank(),
+                                      world_size=dist.world_size(), logger=logger))
     # The adapter creates ``folder`` only if it keeps resumable state there.
     outcome = adapter.run(encoder, cfg, folder)
     result = build_result(
-        task=spec.name, dataset=outcome.dataset, protocol=getattr(cfg, "protocol", "paper"),
+        task=spec.name, dataset=outcome.dataset, protocol=cfg.protocol,
         checkpoint=encoder.provenance(), metrics=outcome.metrics, primary=outcome.primary,
         higher_is_better=outcome.higher_is_better, config=cfg_dict, seed=cfg.run.seed, started=started,
         duration_s=time.perf_counter() - t0, lower_is_better_metrics=outcome.lower_is_better_metrics,

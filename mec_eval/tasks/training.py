@@ -25,15 +25,13 @@ from mec_eval.data.transforms import interpolation_mode, train_transform
 from mec_eval.dist import autocast, resolve_device, resolve_precision
 from mec_eval.log import JsonLogger, progress
 from mec_eval.pretrain.optim import LARS
+from mec_eval.tasks.base import TaskBase
 from mec_eval.tasks.features import eval_image_size, test_transform
 from mec_eval.utils import UserError, atomic_torch_save
 
 
-class TrainedTask:
+class TrainedTask(TaskBase):
     """Base of the adapters that train (they keep ``state.pt`` in their run folder, no feature cache)."""
-
-    def __init__(self, cache_dir: Path, quiet: bool = False):
-        self.quiet = quiet
 
 
 def linear_head(dim: int, num_classes: int) -> nn.Linear:

@@ -88,10 +88,17 @@ def score(metric: str, scores: np.ndarray, targets: np.ndarray) -> dict[str, flo
     return evaluator.evaluate()
 
 
+def expand_all_transfer_sets(cls, cfg) -> list[list[str]]:
+    """``data.name=all``: one run per dataset of MEC Table 8, each read from ``data.root``."""
+    if cfg.data.name != "all":
+        return [[]]
+    return [[f"data.name={name}"] for name in TRANSFER_DATASETS]
+
+
 class TransferLinearTask(FeatureTask):
     name = "transfer-linear"
     Config = TransferLinearConfig
-    expands_all = True  # data.name=all runs the 11 datasets, one result.json each
+    expand = classmethod(expand_all_transfer_sets)  # data.name=all: the 11 datasets, one result.json each
 
     def splits(self, encoder: Encoder, data: EvalDataConfig, run: EvalRunConfig) -> Splits:
         """Features of the official splits, with the 20 % hold-out where there is no val split."""

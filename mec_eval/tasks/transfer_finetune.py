@@ -29,7 +29,7 @@ from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import TransferFinetuneConfig
 from mec_eval.tasks.features import test_transform
 from mec_eval.tasks.training import Classifier, TrainedTask, fit_then_predict
-from mec_eval.tasks.transfer import VAL_FRACTION, VAL_SEED, score, transfer_data
+from mec_eval.tasks.transfer import VAL_FRACTION, VAL_SEED, expand_all_transfer_sets, score, transfer_data
 from mec_eval.utils import UserError, atomic_write_text
 
 
@@ -62,7 +62,7 @@ def finetune_splits(data: EvalDataConfig) -> FinetuneSplits:
 class TransferFinetuneTask(TrainedTask):
     name = "transfer-finetune"
     Config = TransferFinetuneConfig
-    expands_all = True
+    expand = classmethod(expand_all_transfer_sets)
 
     def _train_and_score(self, encoder: Encoder, cfg: TransferFinetuneConfig, optim: EvalOptimConfig,
                          fit_on: Dataset, score_on: Dataset, num_classes: int, folder: Path) -> dict[str, float]:

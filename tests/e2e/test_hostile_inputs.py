@@ -493,3 +493,22 @@ def test_feature_cache_entry_is_extracted_once_under_concurrency(tmp_path, monke
     assert len(calls) == 1 and len(results) == 2
     assert (results[0].features == results[1].features).all()
     assert not (tmp_path / "cache" / ".locks").exists()
+
+
+def test_forced_layout_and_arch_flags(canonical, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    expect_user_error(capsys, ["run", "--task", "knn", "--ckpt", str(canonical), "--layout", "solo-lern",
+                               "--out", str(runs), *DIGITS], "solo-learn")
+    expect_user_error(capsys, ["run", "--task", "knn", "--ckpt", "random:resnet_tiny", "--arch", "resnet50",
+                               "--out", str(runs), *DIGITS], "resnet50")
+    expect_user_error(capsys, ["convert", "--ckpt", str(canonical), "--layout", "moco", "--to", "canonical",
+                               "--out", str(tmp_path / "o.pt")], "moco")
+    assert not runs.exists() and not (tmp_path / "o.pt").exists()
+    assert main(["run", "--task", "knn", "--ckpt", str(canonical), "--layout", "mec-eval", "--out", str(runs),
+                 *DIGITS]) == 0
+    forced = json.loads(Path(capsys.readouterr().out.strip()).read_text())
+    assert forced["checkpoint"]["layout"] == "mec-eval"
+    assert main(["run", "--task", "knn", "--ckpt", str(canonical), "--out", str(runs), *DIGITS]) == 0
+    detected = json.loads(Path(capsys.readouterr().out.strip()).read_text())
+    assert detected["metrics"] == forced["metrics"]  # the same weights, however they were read
+    assert len(list(runs.rglob("result.json"))) == 2  # forced and detected readings are separate runs
