@@ -20,6 +20,8 @@ left waiting in a collective). A process that processed nothing while others did
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from mec_eval.dist import is_distributed, world_size
@@ -42,7 +44,7 @@ def gather_columns(columns: Columns | None) -> list[Columns]:
     return [part for part in parts if part is not None]
 
 
-class DatasetEvaluator:
+class DatasetEvaluator(abc.ABC):
     """Base of every evaluator: accumulate per-batch columns, gather them across processes, compute.
 
     Public API (do not override in metric subclasses): ``reset()``, ``process(outputs, targets)``,
@@ -94,14 +96,16 @@ class DatasetEvaluator:
         return self._compute(*columns)
 
     # -- hooks ----------------------------------------------------------------------------------
+    @abc.abstractmethod
     def _accumulate(self, outputs, targets) -> Columns:
-        raise NotImplementedError(f"{type(self).__name__} must implement _accumulate(outputs, targets)")
+        """What to keep of one batch: CPU tensors with one row per example."""
 
+    @abc.abstractmethod
     def _compute(self, *columns: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError(f"{type(self).__name__} must implement _compute(*columns)")
+        """The metrics of the whole dataset from its columns (joined over batches and processes)."""
 
 
-class DatasetEvaluators(DatasetEvaluator):
+class DatasetEvaluators:
     """Several evaluators fed the same batches; ``evaluate`` merges their metrics into one dict.
 
     Each member gathers for itself (so under a process group this is a collective too, the members
@@ -110,7 +114,6 @@ class DatasetEvaluators(DatasetEvaluator):
 
     def __init__(self, evaluators: list[DatasetEvaluator]):
         self._evaluators = list(evaluators)
-        super().__init__()
 
     @property
     def evaluators(self) -> list[DatasetEvaluator]:
