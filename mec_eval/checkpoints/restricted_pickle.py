@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import types
+import io
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -141,10 +142,30 @@ def is_hostile(full_name: str) -> bool:
     return module.split(".")[0] in HOSTILE_MODULES or (module == "builtins" and name in HOSTILE_BUILTINS)
 
 
-def _pickle_module(found: dict[str, None]) -> types.SimpleNamespace:
-    """A ``pickle``-like module for ``torch.load`` whose unpickler records foreign globals in ``found``."""
-    import pickle
+class _StorageType:
+    """What ``torch.<Kind>Storage`` resolves to inside the unpickler: only its dtype is used."""
 
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+
+_STORAGE_TYPES = {f"torch.{name}": _StorageType(getattr(torch, name).dtype) for name in vars(torch)
+                  if name.endswith("Storage") and name != "UntypedStorage"
+                  and isinstance(getattr(getattr(torch, name), "dtype", None), torch.dtype)}
+
+
+def _record_prefix(archive: zipfile.ZipFile) -> str:
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise ValueError("not a torch.save zip (no single <name>/data.pkl)")
+    prefix = pickles[0].rpartition("/")[0]
+    if f"{prefix}/byteorder" in archive.namelist() and archive.read(f"{prefix}/byteorder").strip() != b"little":
+        raise ValueError("a big-endian torch file")
+    return prefix
+
+
+def _unpickler(archive: zipfile.ZipFile, prefix: str, found: dict[str, None]) -> pickle.Unpickler:
+    """Our own unpickler over ``data.pkl``: the allow-list, placeholders, storages read from the zip."""
     classes: dict[str, type] = {}
 
     class Unpickler(pickle.Unpickler):
@@ -152,19 +173,32 @@ def _pickle_module(found: dict[str, None]) -> types.SimpleNamespace:
             full_name = f"{module}.{name}"
             if full_name in ALLOWED:
                 return ALLOWED[full_name]
+            if full_name in _STORAGE_TYPES:
+                return _STORAGE_TYPES[full_name]
             found.setdefault(full_name)
             if full_name not in classes:
                 classes[full_name] = _foreign_class(full_name)
             return classes[full_name]
 
-    def load(file: object, **kwargs: object) -> object:
-        return Unpickler(file, **kwargs).load()
+        def persistent_load(self, pid: object) -> torch.storage.TypedStorage:
+            # torch.save's storage record: ("storage", storage type, key, location, element count).
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+                raise pickle.UnpicklingError(f"an unexpected persistent record {str(pid)[:60]}")
+            _, kind, key, _location, numel = pid
+            dtype = torch.uint8 if kind is torch.UntypedStorage else getattr(kind, "dtype", None)
+            if not isinstance(dtype, torch.dtype) or not isinstance(numel, int) or not isinstance(key, str):
+                raise pickle.UnpicklingError("a storage record of an unknown kind")
+            data = archive.read(f"{prefix}/data/{key}")
+            if len(data) != numel * torch._utils._element_size(dtype):
+                raise pickle.UnpicklingError(f"storage {key} holds {len(data)} bytes, not {numel} elements")
+            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+            return torch.storage.TypedStorage(wrap_storage=raw.untyped_storage(), dtype=dtype, _internal=True)
 
-    return types.SimpleNamespace(__name__="mec_eval_restricted_pickle", Unpickler=Unpickler, load=load)
+    return Unpickler(io.BytesIO(archive.read(f"{prefix}/data.pkl")))
 
 
 def is_plain_torch_zip(path: Path) -> bool:
-    """A torch.save zip (``data.pkl``), not a TorchScript archive (which torch.load would jit-load)."""
+    """A torch.save zip (``data.pkl``), not a TorchScript archive."""
     with zipfile.ZipFile(path) as archive:
         names = {n.rpartition("/")[2] for n in archive.namelist()}
     return "data.pkl" in names and "constants.pkl" not in names
@@ -173,12 +207,14 @@ def is_plain_torch_zip(path: Path) -> bool:
 def restricted_torch_load(path: Path) -> tuple[object, list[str]]:
     """(the unpickled object, the foreign globals turned into placeholders, in order of appearance).
 
-    Only for zip files that :func:`is_plain_torch_zip` accepts. torch's own zip reader supplies the
-    storages (``persistent_load``), its ``UnpicklerWrapper`` maps ``*Storage`` names to dtypes and
-    defers every other name to the restricted ``find_class`` above, so no file-named code runs.
+    Only for zip files that :func:`is_plain_torch_zip` accepts. The file is read with our own
+    unpickler (never ``torch.load`` without ``weights_only``): globals resolve through the allow-list
+    or become placeholders, and storages are built from the zip's records as bytes, so no code the
+    file names is imported or run.
     """
     found: dict[str, None] = {}
-    obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_pickle_module(found))
+    with zipfile.ZipFile(path) as archive:
+        obj = _unpickler(archive, _record_prefix(archive), found).load()
     return obj, list(found)
 
 

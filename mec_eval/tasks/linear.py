@@ -17,14 +17,8 @@ from mec_eval.checkpoints import Encoder
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import LinearConfig
-from mec_eval.tasks.training import (
-    Classifier,
-    TrainedTask,
-    fit_then_predict,
-    linear_head,
-    peak_lr,
-    supervised_sets,
-)
+from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
+                                     supervised_sets)
 
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:

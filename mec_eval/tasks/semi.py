@@ -29,14 +29,8 @@ from mec_eval.data.subsets import (
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import SemiConfig
-from mec_eval.tasks.training import (
-    Classifier,
-    TrainedTask,
-    fit_then_predict,
-    linear_head,
-    peak_lr,
-    supervised_sets,
-)
+from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
+                                     supervised_sets)
 from mec_eval.utils import UserError
 
 SUBSET_SEED = 0  # fixed, like the official split files: trials vary the training seed, not the labels
