@@ -16,6 +16,7 @@ import argparse
 import collections
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -149,9 +150,17 @@ class _StorageType:
         self.dtype = dtype
 
 
-_STORAGE_TYPES = {f"torch.{name}": _StorageType(getattr(torch, name).dtype) for name in vars(torch)
-                  if name.endswith("Storage") and name != "UntypedStorage"
-                  and isinstance(getattr(getattr(torch, name), "dtype", None), torch.dtype)}
+def _storage_types() -> dict[str, _StorageType]:
+    # The legacy typed-storage classes warn that they are deprecated when touched; reading their
+    # dtype once here must not print that on every command's stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {f"torch.{name}": _StorageType(getattr(torch, name).dtype) for name in vars(torch)
+                if name.endswith("Storage") and name != "UntypedStorage"
+                and isinstance(getattr(getattr(torch, name), "dtype", None), torch.dtype)}
+
+
+_STORAGE_TYPES = _storage_types()
 
 
 def _record_prefix(archive: zipfile.ZipFile) -> str:
