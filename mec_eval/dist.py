@@ -25,6 +25,30 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def shard_indices(n: int) -> list[int]:
+    """This process's share of ``n`` items for evaluation: every ``world_size``-th from its rank.
+
+    Unlike ``DistributedSampler`` nothing is padded or repeated, so per-row outputs gathered from all
+    processes are exactly the dataset once (metrics must not count a padded sample twice).
+    """
+    return list(range(rank(), n, world_size()))
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in one process)."""
+    if is_distributed():
+        torch_dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` from process ``src`` on every process (identity in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every process along dim 0, keeping gradients for the local slice.
 

@@ -19,6 +19,9 @@ class Result:
     higher_is_better: bool = True
     lower_is_better_metrics: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # How the run was scaled (result.json "scale"): world_size, per_process_batch, effective_batch
+    # and, for trained tasks, base_lr / lr (the scaled peak lr). Printed at start by the task.
+    scale: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

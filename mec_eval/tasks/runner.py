@@ -61,6 +61,34 @@ def run_task_all(task: str, ckpt: str, runs_root: str | Path, overrides: list[st
             for each in expand_task(task, overrides or [])]
 
 
+@dataclass
+class RunPlan:
+    """Where one (task, checkpoint, overrides) run lives, resolved without running anything."""
+    spec: TaskSpec
+    adapter_cls: Any
+    cfg: Any
+    cfg_dict: dict
+    encoder: Any
+    folder: Path
+
+
+def plan_run(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
+             arch: str | None = None, layout: str | None = None) -> RunPlan:
+    """Resolve the config and read the checkpoint to find the run folder (``RUNS/task/ckpt/hash``).
+
+    Dispatch uses it to know a job's folder at submission time (status, skip, logs).
+    """
+    spec, adapter_cls, cfg = resolve_task(task, overrides or [])
+    resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
+    encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
+    cfg_dict = to_dict(cfg)
+    ident = {"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name}
+    if arch or layout:  # the same file read another way is another run (unforced runs keep their folders)
+        ident["read_as"] = {"arch": encoder.arch, "layout": encoder.layout}
+    folder = run_dir(Path(runs_root), spec.name, encoder.name, config_hash(ident))
+    return RunPlan(spec, adapter_cls, cfg, cfg_dict, encoder, folder)
+
+
 def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
              force: bool = False, quiet: bool = False, arch: str | None = None,
              layout: str | None = None) -> RunOutcome:
@@ -71,16 +99,9 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
     identical run waits for the first and then reuses its result. A run that fails on bad input
     leaves no folder behind.
     """
-    spec, adapter_cls, cfg = resolve_task(task, overrides or [])
-    resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
-    encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
-    cfg_dict = to_dict(cfg)
+    plan = plan_run(task, ckpt, runs_root, overrides, arch=arch, layout=layout)
+    spec, encoder, folder = plan.spec, plan.encoder, plan.folder
     runs_root = Path(runs_root)
-    ident = {"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name}
-    if arch or layout:  # the same file read another way is another run (unforced runs keep their folders)
-        ident["read_as"] = {"arch": encoder.arch, "layout": encoder.layout}
-    key = config_hash(ident)
-    folder = run_dir(runs_root, spec.name, encoder.name, key)
     logger = JsonLogger(None, quiet=quiet)
     if not force and (existing := finished_result(folder)) is not None:
         logger.info(f"skip {spec.name} on {encoder.name}: finished run in {folder} (use --force to re-run)")
@@ -94,7 +115,8 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
             return RunOutcome(folder / RESULT_FILE, existing, True)
         announce(f"run {spec.name} on {encoder.name} ({encoder.layout}) -> {folder}", quiet)
         try:
-            return _run_locked(spec, adapter_cls, cfg, cfg_dict, encoder, folder, cache, logger, quiet)
+            return _run_locked(spec, plan.adapter_cls, plan.cfg, plan.cfg_dict, encoder, folder, cache, logger,
+                               quiet)
         finally:
             drop_announcement()
 
@@ -112,7 +134,8 @@ def _run_locked(spec: TaskSpec, adapter_cls, cfg, cfg_dict: dict, encoder, folde
         checkpoint=encoder.provenance(), metrics=outcome.metrics, primary=outcome.primary,
         higher_is_better=outcome.higher_is_better, config=cfg_dict, seed=cfg.run.seed, started=started,
         duration_s=time.perf_counter() - t0, lower_is_better_metrics=outcome.lower_is_better_metrics,
-        extra={"extra": outcome.extra} if outcome.extra else None)
+        extra={**({"extra": outcome.extra} if outcome.extra else {}),
+               **({"scale": outcome.scale} if outcome.scale else {})} or None)
     folder.mkdir(parents=True, exist_ok=True)
     save_config(folder, cfg_dict)
     path = write_result(folder, result)
