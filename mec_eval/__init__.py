@@ -1,3 +1,3 @@
 """mec-eval: pre-train self-supervised encoders with Maximum Entropy Coding and evaluate any checkpoint."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from mec_eval import __version__
-from mec_eval.utils import UserError
+from mec_eval.utils import SHARED_WITH_PEERS, UserError, is_main_process_env
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,14 +28,55 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
 
 
+_DISPATCH_EPILOG = """\
+cluster profiles: --cluster NAME (a file slurm/NAME.yaml: eval-1gpu, node-8gpu, multinode-4x8gpu) or
+a .yaml path; --cluster-set FIELD=VALUE overrides one profile field (repeatable), e.g.
+--cluster-set timeout_min=60 --cluster-set additional.exclude=node7. Profile fields never mix with
+the task/config key=value overrides, which stay positional.
+"""
+
+
+def _int_in(low: int, high: int):
+    """argparse type: an integer in [low, high] (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text[:40]!r}") from None
+    if not 0.01 <= value <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be between 0.01 and 86400 seconds, got {text[:40]!r}")
+    return value
+
+
+def _add_dispatch(parser: argparse.ArgumentParser, executors: str) -> None:
+    parser.add_argument("--executor", choices=["local", "local-parallel", "slurm"], default="local", help=executors)
+    parser.add_argument("--cluster", metavar="PROFILE", help="cluster profile: a name under slurm/ or a .yaml path")
+    parser.add_argument("--cluster-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a profile field, e.g. timeout_min=60 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mec-eval", description="Pre-train with Maximum Entropy Coding and evaluate any checkpoint.")
     parser.add_argument("--version", action="version", version=f"mec-eval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("pretrain", help="self-supervised pre-training (resumes from DIR/last.pt)")
+    p = sub.add_parser("pretrain", help="self-supervised pre-training (resumes from DIR/last.pt)",
+                       epilog=_DISPATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="built-in config name (mec-eval list configs) or YAML path")
     p.add_argument("--out", help="output folder (default runs/pretrain/<config>)")
+    _add_dispatch(p, "local: this process; local-parallel: a submitit job here with tasks_per_node processes; "
+                     "slurm: one job of nodes x tasks_per_node processes")
     _add_overrides(p)
 
     p = sub.add_parser("run", help="evaluate one checkpoint on one task")
@@ -46,15 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_reading(p)
     _add_overrides(p)
 
-    p = sub.add_parser("suite", help="evaluate one checkpoint on several tasks, locally or on SLURM")
-    p.add_argument("--ckpt", required=True)
+    p = sub.add_parser("suite", help="evaluate checkpoints x tasks as one grid, here, in parallel or on SLURM",
+                       epilog=_DISPATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", help="comma-separated checkpoints: paths, random:<arch>[@seed], manifest:<name>")
+    p.add_argument("--watch", metavar="PRETRAIN_DIR",
+                   help="instead of --ckpt: evaluate the checkpoints of a pre-training as they appear")
+    p.add_argument("--every", type=_int_in(1, 100_000), metavar="K",
+                   help="with --watch: evaluate every K-th epoch's checkpoint plus the last (default 1)")
+    p.add_argument("--poll", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="with --watch: seconds between looks at PRETRAIN_DIR (default 60)")
     p.add_argument("--tasks", help="comma-separated task names (default: knn,linear-fast)")
-    p.add_argument("--out", default="runs")
-    p.add_argument("--executor", choices=["local", "slurm"], default="local")
-    p.add_argument("--cluster", help="SLURM profile YAML (slurm/*.yaml)")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--out", default="runs", help="runs folder (default runs)")
+    _add_dispatch(p, "local: one run after the other here; local-parallel: --parallel runs at once here; "
+                     "slurm: one job array")
+    p.add_argument("--parallel", type=_int_in(1, 256), metavar="N",
+                   help="local-parallel: runs at once, each with cores/N threads (default 2)")
+    p.add_argument("--force", action="store_true", help="re-run finished runs and queue queued ones again")
+    p.add_argument("--retry-failed", action="store_true", help="run only the runs whose last attempt failed")
     _add_checkpoint_reading(p)
     _add_overrides(p)
+
+    p = sub.add_parser("status", help="pending / running / done / failed table of the runs in a folder")
+    p.add_argument("runs", metavar="RUNS", help="a runs folder (the --out of suite or run) or a pre-training folder")
 
     p = sub.add_parser("report", help="HTML/PDF report with rankings and radar charts of every result.json")
     p.add_argument("--runs", nargs="+", required=True, help="one or more runs folders (searched recursively)")
@@ -90,10 +144,29 @@ def _cmd_pretrain(args) -> None:
     from mec_eval.runs import check_output_dir
 
     cfg = load_pretrain_config(args.config, args.overrides)  # config errors answer before torch loads
+    how = _dispatch(args)  # profile and executor errors too
     out = check_output_dir(args.out or Path("runs") / "pretrain" / Path(args.config).stem)
-    from mec_eval.pretrain.main import pretrain
+    if how.executor == "local":
+        from mec_eval.pretrain.main import pretrain
 
-    print(pretrain(cfg, out, quiet=args.quiet))
+        print(pretrain(cfg, out, quiet=args.quiet))
+        return
+    from mec_eval.launch.pretrain import launch_pretrain
+
+    print(launch_pretrain(cfg, out, how))
+
+
+def _dispatch(args, parallel: int = 1):
+    """The executor, its profile (with --cluster-set applied) and parallelism; checked torch-free."""
+    from mec_eval.launch.executors import check_executor
+    from mec_eval.launch.profile import load_profile
+    from mec_eval.launch.suite import Dispatch
+
+    if args.executor == "local" and (args.cluster or args.cluster_set):
+        raise UserError("--cluster and --cluster-set apply to --executor slurm or local-parallel; add one of them")
+    profile = load_profile(args.cluster, args.cluster_set)
+    check_executor(args.executor, profile)
+    return Dispatch(args.executor, profile, parallel)
 
 
 def _cmd_run(args) -> None:
@@ -106,21 +179,59 @@ def _cmd_run(args) -> None:
 
     for outcome in run_task_all(args.task, args.ckpt, args.out, args.overrides, force=args.force, quiet=args.quiet,
                                 arch=args.arch, layout=args.layout):
-        print(outcome.path)
+        _echo(outcome.path)
+
+
+def _check_suite_flags(args) -> None:
+    if (args.ckpt is None) == (args.watch is None):
+        raise UserError("give --ckpt A,B,... or --watch PRETRAIN_DIR (exactly one of them)")
+    if args.watch is None and args.every is not None:
+        raise UserError("--every applies to --watch PRETRAIN_DIR; drop it or add --watch")
+    if args.force and args.retry_failed:
+        raise UserError("--force re-runs everything and --retry-failed only the failed runs; choose one")
+    if args.watch is not None and args.retry_failed:
+        raise UserError("--retry-failed applies to --ckpt grids; re-run the --watch command to continue watching")
+    if args.executor != "local-parallel" and args.parallel is not None:
+        raise UserError("--parallel applies to --executor local-parallel; add it or drop --parallel")
 
 
 def _cmd_suite(args) -> None:
-    from mec_eval.launch.suite import parse_task_list, run_suite
+    from mec_eval.launch.suite import parse_checkpoint_list, parse_task_list
     from mec_eval.runs import check_output_dir
     from mec_eval.tasks.specs import resolve_task_config
 
+    _check_suite_flags(args)
+    ckpts = parse_checkpoint_list(args.ckpt) if args.ckpt is not None else []
     tasks = parse_task_list(args.tasks)
     for task in tasks:
         resolve_task_config(task, args.overrides)
+    how = _dispatch(args, args.parallel or 2)
+    if args.watch is not None:
+        from mec_eval.launch.watch import check_watch_dir
+
+        check_watch_dir(args.watch)
     check_output_dir(args.out)
-    for line in run_suite(args.ckpt, tasks, args.out, args.overrides, args.executor,
-                          args.cluster, force=args.force, quiet=args.quiet, arch=args.arch, layout=args.layout):
-        print(line)
+    if args.watch is not None:
+        from mec_eval.launch.watch import watch
+
+        outcome = watch(args.watch, args.every or 1, tasks, args.out, args.overrides, how, poll_s=args.poll,
+                        quiet=args.quiet, arch=args.arch, layout=args.layout)
+    else:
+        from mec_eval.launch.suite import run_suite
+
+        outcome = run_suite(ckpts, tasks, args.out, args.overrides, how, force=args.force,
+                            retry_failed=args.retry_failed, quiet=args.quiet, arch=args.arch, layout=args.layout)
+    for line in outcome.lines:
+        _echo(line)
+    if outcome.failed:
+        raise UserError(f"{len(outcome.failed)} run(s) failed (first: {outcome.failed[0]}); see "
+                        f"`mec-eval status {args.out}`, fix, then add --retry-failed")
+
+
+def _cmd_status(args) -> None:
+    from mec_eval.launch.records import collect_states, format_status
+
+    print(format_status(collect_states(args.runs), args.runs))
 
 
 def _cmd_report(args) -> None:
@@ -181,7 +292,8 @@ def _listing(what: str) -> list[tuple[str, str]]:
     return registry.describe()
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "report": _cmd_report,
+COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "status": _cmd_status,
+            "report": _cmd_report,
             "convert": _cmd_convert, "demo": _cmd_demo, "list": _cmd_list}
 
 
@@ -200,20 +312,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except UserError as err:
-        return _fail(str(err))
+        return _fail(str(err), err)
     except OSError as err:  # the OS refused a path: unwritable, full disk, a file where a folder goes
-        return _fail(os_error_line(err))
+        return _fail(os_error_line(err), err)
     except KeyboardInterrupt:
         sys.stderr.write("mec-eval: interrupted; re-run the same command to resume\n")
         return 130
     return 0
 
 
-def _fail(message: str) -> int:
-    """The one line a user error prints (exit code 2); never a traceback."""
+def _echo(line) -> None:
+    """Print a command's output once: on process 0 of a torchrun / SLURM run (every process runs
+    the command, and all of them know the same paths)."""
+    if is_main_process_env():
+        print(line)
+
+
+def _fail(message: str, err: BaseException | None = None) -> int:
+    """The one line a user error prints (exit code 2); never a traceback.
+
+    Under torch.distributed an error every process raised together is printed by process 0 only;
+    an error of one process alone is printed by that process.
+    """
     from mec_eval.log import drop_announcement
 
     drop_announcement()
+    if err is not None and getattr(err, SHARED_WITH_PEERS, False) and not is_main_process_env():
+        return 2
     sys.stderr.write(f"mec-eval: error: {' '.join(message.splitlines())}\n")
     return 2
 

@@ -199,16 +199,52 @@ class LossConfig:
     vicreg_cov: float = checked(1.0, ge=0)
 
 
+SCHEDULES = ("cosine", "cosine-epoch", "constant", "multistep")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
 @dataclass
-class OptimConfig:
-    name: str = checked("sgd", choices=("sgd", "lars"))
+class TrainingOptimConfig:
+    """What the one training engine (:mod:`mec_eval.training`) reads: optimiser, lr scaling, schedule.
+
+    Pre-training (:class:`OptimConfig`) and the trained evaluation tasks (:class:`EvalOptimConfig`)
+    share these fields and differ only in their defaults.
+    """
+    name: str = checked("sgd", choices=OPTIMIZERS)  # "lars": trust ratio (You et al.); "adamw": M-MAE, detection
     epochs: int = checked(100, ge=1)
-    batch_size: int = checked(256, ge=2)  # global batch (BatchNorm needs >= 2)
-    base_lr: float = checked(0.5, gt=0)  # lr = base_lr * batch_size / 256 (App. C)
-    weight_decay: float = checked(1e-5, ge=0)
-    momentum: float = checked(0.9, ge=0, lt=1)
-    warmup_epochs: float = checked(10.0, ge=0)
+    batch_size: int = checked(256, ge=2)  # global (effective) batch over all processes
+    base_lr: float = checked(0.1, gt=0)
+    lr_scaling: str = checked("linear", choices=("linear", "none"))  # "linear": lr = base_lr * batch / 256 (MAE)
+    momentum: float = checked(0.9, ge=0, lt=1)  # SGD / LARS
+    nesterov: bool = False          # SGD only
+    betas: list = checked(factory=lambda: [0.9, 0.999], items=Rule(ge=0, lt=1), min_items=2)  # AdamW only
+    weight_decay: float = checked(0.0, ge=0)
     lars_trust: float = checked(0.001, gt=0)
+    lars_exclude_1d: bool = False   # LARS: no weight decay / trust ratio on biases and BatchNorm (SSL pre-training)
+    warmup_epochs: float = checked(0.0, ge=0)  # linear warm-up from 0 (per iteration), then the schedule
+    schedule: str = checked("cosine", choices=SCHEDULES)
+                                    # "cosine" per iteration, "cosine-epoch" stepped per epoch (torch
+                                    # CosineAnnealingLR), "constant", "multistep" (x gamma at each milestone)
+    milestones: list = checked(factory=list, items=Rule(ge=1))  # multistep: iterations (detectron2 SOLVER.STEPS)
+    gamma: float = checked(0.1, gt=0, le=1)  # multistep factor (detectron2 SOLVER.GAMMA)
+
+    def check_config(self, prefix: str) -> None:
+        if len(self.betas) != 2:
+            raise UserError(f"config key '{prefix}betas' must list two values like [0.9, 0.999], got {self.betas!r}")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise UserError(f"config key '{prefix}milestones' must be increasing iterations, got {self.milestones!r}")
+        if self.schedule == "multistep" and not self.milestones:
+            raise UserError(f"config key '{prefix}schedule' is multistep: set {prefix}milestones "
+                            "(iterations, e.g. [18000, 22000])")
+
+
+@dataclass
+class OptimConfig(TrainingOptimConfig):
+    """Pre-training optimisation (MEC App. C: SGD, lr 0.5 * batch / 256, wd 1e-5, 10 warm-up epochs, cosine)."""
+    base_lr: float = checked(0.5, gt=0)
+    weight_decay: float = checked(1e-5, ge=0)
+    lars_exclude_1d: bool = True
+    warmup_epochs: float = checked(10.0, ge=0)
 
 
 @dataclass
@@ -220,6 +256,9 @@ class RunConfig:
     log_every: int = checked(10, ge=0)  # iterations between JSON log lines (0: none)
     max_steps_per_epoch: int = checked(0, ge=0)  # 0 = full epochs; >0 truncates (smoke tests, quick demo)
     save_every: int = checked(1, ge=1)  # keep checkpoint_XXXX.pt every N epochs (last.pt is written every epoch)
+    save_state_every: int = checked(1000, ge=0)  # also write last.pt every N iterations (0: epoch ends only);
+                                    # SIGTERM / SIGUSR1 always save before stopping
+    sync_bn: bool = True            # SyncBatchNorm over all GPUs (official MEC main_pretrain.py); GPU-only in torch
 
 
 @dataclass
@@ -256,24 +295,18 @@ class EvalRunConfig:
 
 
 @dataclass
-class EvalOptimConfig:
+class EvalOptimConfig(TrainingOptimConfig):
     """Optimisation of the trained evaluation protocols (linear probe, semi-supervised, fine-tuning)."""
-    name: str = checked("sgd", choices=("sgd", "lars"))  # "lars": LARC-style trust ratio on every parameter
     epochs: int = checked(100, ge=0)
     steps: int = checked(0, ge=0)   # >0: train for this many iterations instead of epochs (ssl-transfer)
-    batch_size: int = checked(256, ge=2)
-    base_lr: float = checked(0.1, gt=0)  # learning rate of the backbone (or of the head when the backbone is frozen)
-    lr_scaling: str = checked("linear", choices=("linear", "none"))  # "linear": lr = base_lr * batch_size / 256
     head_lr: Optional[float] = checked(None, gt=0)  # absolute head learning rate when it differs from the backbone's
-    momentum: float = checked(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = checked(0.0, ge=0)
-    lars_trust: float = checked(0.001, gt=0)
-    warmup_epochs: float = checked(0.0, ge=0)
-    schedule: str = checked("cosine", choices=("cosine", "cosine-epoch", "constant"))
-                                    # "cosine" per iteration, "cosine-epoch" stepped per epoch, "constant"
+    save_every: int = checked(1000, ge=0)  # iterations between saves of state.pt (0: epoch ends only);
+                                    # SIGTERM / SIGUSR1 always save before stopping
+    log_every: int = checked(0, ge=0)  # iterations between JSON log lines (0: one line per epoch)
+    sync_bn: bool = False           # SyncBatchNorm across processes (GPU-only); main_lincls.py does not use it
 
     def check_config(self, prefix: str) -> None:
+        super().check_config(prefix)
         if self.epochs < 1 and self.steps < 1:
             raise UserError(f"config keys '{prefix}epochs' and '{prefix}steps' are both 0; "
                             f"set {prefix}epochs >= 1 (or {prefix}steps >= 1)")
@@ -470,7 +503,8 @@ def find_named_yaml(folder: str, name_or_path: str) -> Path:
         return directory / f"{name_or_path}.yaml"
     close = difflib.get_close_matches(name_or_path[:100], known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UserError(f"no {folder[:-1]} named {_shown(name_or_path)}{hint} (known: {', '.join(known)})")
+    kind = folder[:-1] if folder.endswith("s") else folder  # "configs" -> "config"; "slurm" stays
+    raise UserError(f"no {kind} named {_shown(name_or_path)}{hint} (known: {', '.join(known)})")
 
 
 def load_pretrain_config(name_or_path: str, overrides: list[str] | None = None) -> PretrainConfig:

@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
 
-from mec_eval.utils import UserError
+from mec_eval.utils import SHARED_WITH_PEERS, UserError
+
+T = TypeVar("T")
+# How long a process waits for the others in a coordination exchange (below). Long, because the main
+# process may be waiting there for a lock another job holds (a run folder, a feature-cache entry);
+# a peer that dies closes its sockets, which ends the wait at once.
+COORDINATION_TIMEOUT = timedelta(hours=24)
+_SHARED_MARK = SHARED_WITH_PEERS
+_coordination_group = None
 
 
 def is_distributed() -> bool:
@@ -23,6 +34,18 @@ def rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def shard_batches(n: int, batch_size: int) -> list[range]:
+    """This process's batches of ``n`` items taken in order ``batch_size`` at a time: every
+    ``world_size``-th batch, from its rank.
+
+    Each batch holds exactly the items it holds in one process, so a model sees the same inputs in
+    the same batches whatever the number of processes (kernels chosen by batch shape give the same
+    bits); nothing is padded or repeated.
+    """
+    starts = range(rank() * batch_size, n, world_size() * batch_size)
+    return [range(start, min(start + batch_size, n)) for start in starts]
 
 
 def shard_indices(n: int) -> list[int]:
@@ -47,6 +70,88 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     torch_dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def _coordination():
+    """A gloo group of every process for small control messages (decisions, failures, progress):
+    CPU-side whatever the main backend is, with :data:`COORDINATION_TIMEOUT`.
+
+    Created at the first exchange, which every process reaches in the same order (``new_group`` is
+    a collective); made again if the default group was replaced.
+    """
+    global _coordination_group
+    world = torch_dist.group.WORLD
+    if _coordination_group is None or _coordination_group[0] is not world:
+        _coordination_group = (world, torch_dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT))
+    return _coordination_group[1]
+
+
+def _exchange(payload) -> list:
+    box = [None] * world_size()
+    torch_dist.all_gather_object(box, payload, group=_coordination())
+    return box
+
+
+def _describe_failure(err: Exception) -> tuple:
+    if isinstance(err, UserError):
+        return "user", str(err)
+    if isinstance(err, OSError):
+        return "os", (err.errno, err.strerror or str(err), err.filename)
+    return "other", f"{type(err).__name__}: {err}"
+
+
+def _peer_failure(peer: int, kind: str, detail) -> Exception:
+    """The exception a process raises for ``peer``'s failure: a user error stays the same user
+    error (the CLI prints the same one line and exits 2 everywhere); a bug names the process."""
+    if kind == "user":
+        return UserError(detail)
+    if kind == "os":
+        return OSError(*detail)
+    return RuntimeError(f"process {peer} failed: {detail}")
+
+
+def _together(fn: Callable[[], T], share: bool) -> tuple[T, list]:
+    """Run ``fn`` here, then exchange with every process; (this process's value, every process's
+    value when ``share``, else Nones). A failure anywhere raises on every process.
+
+    Every coordination point of the evaluation code is one of these exchanges (one collective of
+    one kind on one group), so a process that fails early and reports its failure is always heard
+    by its peers at whichever exchange they reach next, instead of leaving them blocked forever.
+    An exception already reported is marked and passes outer exchanges untouched.
+    """
+    if not is_distributed():
+        value = fn()
+        return value, [value]
+    try:
+        value = fn()
+    except Exception as err:
+        if not getattr(err, _SHARED_MARK, False):
+            _exchange(("failed", _describe_failure(err)))
+            setattr(err, _SHARED_MARK, True)
+        raise
+    payloads = _exchange(("ok", value if share else None))
+    for peer, (status, body) in enumerate(payloads):
+        if status == "failed":
+            failure = _peer_failure(peer, *body)
+            setattr(failure, _SHARED_MARK, True)
+            raise failure
+    return value, [body for _, body in payloads]
+
+
+def run_together(fn: Callable[[], T]) -> T:
+    """``fn()`` on every process, which then wait for each other; if any raised, all raise."""
+    return _together(fn, share=False)[0]
+
+
+def share_from_main(fn: Callable[[], T]) -> T:
+    """``fn()`` on the main process only (its value, small and picklable, goes to every process);
+    the others wait. If it raises, every process raises."""
+    return _together(fn if is_main_process() else (lambda: None), share=True)[1][0]
+
+
+def gather_together(fn: Callable[[], T]) -> list[T]:
+    """``fn()`` on every process; every process gets all the values, in rank order."""
+    return _together(fn, share=True)[1]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +185,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"run.device={name} but CUDA is not available here; use run.device=cpu or auto")
+    if device.type == "cuda" and device.index is None:  # this process's GPU (LOCAL_RANK under torchrun)
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -113,16 +220,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def init_from_env() -> bool:
-    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1).
+def init_from_env(device: str = "auto") -> bool:
+    """Join the process group that ``torchrun`` (or submitit's ``TorchDistributedEnvironment``)
+    describes in the environment (WORLD_SIZE > 1).
 
-    NCCL when CUDA is available (one GPU per process, from LOCAL_RANK), gloo otherwise. Returns
-    whether this process is part of a multi-process run.
+    NCCL when CUDA is available and ``device`` (``run.device``) is not the CPU, one GPU per process
+    from LOCAL_RANK; gloo otherwise. Returns whether this process is part of a multi-process run.
     """
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return is_distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if use_cuda and ":" in device and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        # Checked before joining, identically on every process: nobody waits for a process that left.
+        raise UserError(f"run.device={device} names one GPU, but {os.environ['LOCAL_WORLD_SIZE']} processes "
+                        "share this machine and each uses its own (LOCAL_RANK); use run.device=cuda or auto")
+    if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch_dist.init_process_group(backend=backend)
+    torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return True

@@ -2,6 +2,9 @@
 
 A run lives in ``RUNS/<task>/<checkpoint>/<config hash>/``. ``result.json`` is written last and
 atomically, so its presence means the run finished; ``config.yaml`` holds the resolved config.
+``write_result`` refuses a result that breaks the result.json schema (shipped as package data, a
+copy of ``shared/schemas/result.schema.json``) or names a task, dataset or metric outside
+:mod:`mec_eval.vocabulary`.
 """
 from __future__ import annotations
 
@@ -15,18 +18,20 @@ import re
 import socket
 import subprocess
 from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mec_eval import __version__
+from mec_eval import __version__, vocabulary
 from mec_eval.utils import UserError, atomic_write_text
 
 RESULT_FILE = "result.json"
 LOCKS_DIR = ".locks"      # RUNS/.locks/<run>.lock while a run is in progress (removed after)
 SCHEMA_VERSION = 1
-_REQUIRED = ("task", "dataset", "protocol", "checkpoint", "metrics", "primary", "higher_is_better", "config", "seed")
+RESULT_SCHEMA = "schemas/result.schema.json"  # package data of mec_eval
 
 
 MAX_NAME = 80  # folder-name characters kept from a checkpoint or task name (the rest is hashed)
@@ -195,11 +200,54 @@ def build_result(*, task: str, dataset: str, protocol: str, checkpoint: dict, me
     return result
 
 
+@cache
+def _result_validator():
+    """The schema's validator, built once per process (``write_result`` runs per result)."""
+    import jsonschema  # deferred: runs.py loads for `--help`; jsonschema only when a result is checked
+
+    schema = json.loads(resources.files("mec_eval").joinpath(RESULT_SCHEMA).read_text(encoding="utf-8"))
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def result_schema() -> dict:
+    """The result.json JSON Schema shipped with mec-eval."""
+    return _result_validator().schema
+
+
+def result_problems(result: dict) -> list[str]:
+    """Each way ``result`` breaks the result.json schema or the vocabulary, one sentence each; [] when valid."""
+    problems = []
+    for error in sorted(_result_validator().iter_errors(result), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = ".".join(str(p) for p in error.absolute_path)
+        problems.append(f"{where}: {error.message}" if where else error.message)
+    if problems:  # names are only looked up in a result whose fields have the right types
+        return problems
+    problems = vocabulary.name_problems(result["task"], result["dataset"], list(result["metrics"]))
+    if result["primary"] not in result["metrics"]:
+        problems.append(f"primary metric {result['primary']!r} is not among the metrics {sorted(result['metrics'])}")
+    return problems
+
+
+def check_result(result: dict) -> dict:
+    """``result`` if :func:`result_problems` finds nothing, else a ValueError listing every problem.
+
+    ValueError, not UserError: a task adapter builds the result, so a result that the schema or the
+    vocabulary cannot describe is a bug in mec-eval (exit 1 with a traceback), never the user's input.
+    """
+    problems = result_problems(result)
+    if problems:
+        what = f"task {result.get('task')!r} on dataset {result.get('dataset')!r}" if isinstance(result, dict) else "?"
+        raise ValueError(f"refusing to write result.json of {what}: " + "; ".join(problems)
+                         + " (a task adapter bug: fix its result or add the name to mec_eval/vocabulary.py)")
+    return result
+
+
 def write_result(folder: str | Path, result: dict) -> Path:
-    """Write ``result.json`` atomically (the run's completion marker)."""
-    missing = [key for key in _REQUIRED if key not in result]
-    if missing:
-        raise ValueError(f"result is missing {missing}")
+    """Write ``result.json`` atomically (the run's completion marker), after :func:`check_result`.
+
+    An invalid result raises ValueError and writes nothing.
+    """
+    check_result(result)
     path = Path(folder) / RESULT_FILE
     atomic_write_text(path, json.dumps(result, indent=2, sort_keys=False) + "\n")
     return path

@@ -16,6 +16,16 @@ class UserError(Exception):
     """
 
 
+# Set on an exception that every process of a torch.distributed run raised together (dist.py):
+# process 0 prints it, so the CLI of the other processes stays silent instead of repeating it.
+SHARED_WITH_PEERS = "_mec_eval_shared_with_peers"
+
+
+def is_main_process_env() -> bool:
+    """Rank 0 (or no process group), read from torchrun's / submitit's ``RANK`` without torch."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 

@@ -1,35 +1,56 @@
 """Datasets by name: embedded ones (digits, shapes) and real ones read from a root folder.
 
-``build_dataset(name, root, split, transform)`` returns a ``torch.utils.data.Dataset`` of
-``(PIL RGB image, int label)`` items (``transform`` applied to the image, as in torchvision) with
-``.classes`` and ``.targets`` (VOC 2007: multi-label, see :mod:`mec_eval.data.transfer`);
-``dataset_spec(name)`` tells its native size, class count, official splits, metric and the on-disk
-layout it expects. Unknown names, splits and bad paths are :class:`~mec_eval.utils.UserError`.
+``build_dataset(name, root, split, transform)`` returns a ``torch.utils.data.Dataset`` whose items
+follow the contract of the dataset's kind (:data:`ITEM_CONTRACTS`); every set registered today is a
+classification set of ``(PIL RGB image, int label)`` items (``transform`` applied to the image, as in
+torchvision) with ``.classes`` and ``.targets`` (VOC 2007: multi-label, see :mod:`mec_eval.data.transfer`).
+``dataset_spec(name)`` tells its kind, native size, class count, official splits, metric and the
+on-disk layout it expects. Names come from :mod:`mec_eval.vocabulary`. Unknown names, splits, bad
+paths and a dataset of the wrong kind are :class:`~mec_eval.utils.UserError`.
 """
 from __future__ import annotations
 
 import difflib
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from mec_eval import vocabulary
 from mec_eval.data import folders, transfer
 from mec_eval.data.digits import DigitsDataset
 from mec_eval.data.shapes import KINDS, ShapesDataset
 from mec_eval.registry import Registry
 from mec_eval.utils import UserError
+from mec_eval.vocabulary import DATA_KINDS, TRANSFER_DATASETS, DataKind
 
-METRICS = ("top1", "mean_per_class", "voc07_map")
+# What one item of a dataset of each kind is; the tasks of a kind rely on exactly this (check_item tests it).
+ITEM_CONTRACTS: dict[DataKind, str] = {
+    "classification": (
+        "(image, target): the image as `transform` returns it (a PIL RGB image without one); target an int "
+        "class id, or for a multi-label set a row of C values 1 / 0 / -1 (present / absent / difficult)"),
+    "detection": (
+        "(image, target) as torchvision's detection models take them: image a float tensor [3, H, W] in [0, 1]; "
+        "target a dict with 'boxes' float [N, 4] (x1, y1, x2, y2 in pixels, x1 <= x2, y1 <= y2), 'labels' "
+        "int64 [N] (class ids from 1; 0 is the background) and optionally 'masks' uint8 [N, H, W] of 0 / 1"),
+    "video": (
+        "a sequence object with .name (str), .frames (T images, PIL or float tensors [3, H, W]) and "
+        ".annotations (T per-frame dicts: boxes / masks / track ids as the video task reads them)"),
+}
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset is: native input size, classes (None when read from disk), where it lives.
+    """What a dataset is: its kind, native input size, classes (None when read from disk), where it lives.
 
-    ``splits`` are the official ones only (a val split where the release has one); ``metric`` is
-    how MEC Table 8 / ssl-transfer scores it; ``multilabel`` targets are rows of 1/0/-1 (VOC).
+    ``kind`` says what an item is (:data:`ITEM_CONTRACTS`); ``splits`` are the official ones only (a
+    val split where the release has one); ``metric`` (from the vocabulary) is how MEC Table 8 /
+    ssl-transfer scores it; ``multilabel`` targets are rows of 1/0/-1 (VOC).
     """
 
     name: str
@@ -39,12 +60,17 @@ class DatasetSpec:
     layout: str
     build: Callable[..., Dataset] = field(repr=False, compare=False)
     splits: tuple[str, ...] = ("train", "test")
-    metric: str = "top1"
     multilabel: bool = False
+    kind: DataKind = "classification"
 
     def __post_init__(self):
-        if self.metric not in METRICS:
-            raise ValueError(f"dataset {self.name}: metric must be one of {METRICS}, got {self.metric!r}")
+        vocabulary.dataset(self.name)  # a registered name missing from the vocabulary is a bug: ValueError
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"dataset {self.name}: kind must be one of {DATA_KINDS}, got {self.kind!r}")
+
+    @property
+    def metric(self) -> str | None:
+        return vocabulary.dataset(self.name).metric
 
 
 DATASETS: Registry = Registry("dataset")
@@ -76,27 +102,24 @@ _register(
     DatasetSpec("cifar100", 32, 100, False, folders.LAYOUTS["cifar100"], partial(folders.cifar, "cifar100")),
     "CIFAR-100 python batches (torchvision format; not downloaded)")
 
-# MEC Table 8 column order; cifar10/cifar100 are registered above.
-TRANSFER_DATASETS = ("food101", "cifar10", "cifar100", "sun397", "cars", "aircraft", "voc2007", "dtd", "pets",
-                     "caltech101", "flowers102")
+# The MEC Table 8 sets other than cifar10/cifar100 (registered above); their metrics are in the vocabulary.
 _WITH_VAL = ("train", "val", "test")
-# name: (classes, splits, metric, one-line help); splits, metrics and class counts as in ssl-transfer.
+# name: (classes, splits, one-line help); splits and class counts as in ssl-transfer.
 _TRANSFER = {
-    "food101": (101, ("train", "test"), "top1", "Food-101 (meta/train.json, meta/test.json)"),
-    "sun397": (397, ("train", "test"), "top1", "SUN397, partition 01 (Training_01.txt / Testing_01.txt)"),
-    "cars": (196, ("train", "test"), "top1", "Stanford Cars (devkit .mat annotations, test with labels)"),
-    "aircraft": (100, _WITH_VAL, "mean_per_class", "FGVC-Aircraft 2013b, 100 variants (images_variant_*.txt)"),
-    "voc2007": (20, _WITH_VAL, "voc07_map", "PASCAL VOC 2007 multi-label classification (ImageSets/Main)"),
-    "dtd": (47, _WITH_VAL, "top1", "Describable Textures, split 1 (labels/{train,val,test}1.txt)"),
-    "pets": (37, ("train", "test"), "mean_per_class",
-             "Oxford-IIIT Pets, 37 breeds (annotations/trainval.txt, test.txt)"),
-    "caltech101": (102, ("train", "test"), "mean_per_class",
+    "food101": (101, ("train", "test"), "Food-101 (meta/train.json, meta/test.json)"),
+    "sun397": (397, ("train", "test"), "SUN397, partition 01 (Training_01.txt / Testing_01.txt)"),
+    "cars": (196, ("train", "test"), "Stanford Cars (devkit .mat annotations, test with labels)"),
+    "aircraft": (100, _WITH_VAL, "FGVC-Aircraft 2013b, 100 variants (images_variant_*.txt)"),
+    "voc2007": (20, _WITH_VAL, "PASCAL VOC 2007 multi-label classification (ImageSets/Main)"),
+    "dtd": (47, _WITH_VAL, "Describable Textures, split 1 (labels/{train,val,test}1.txt)"),
+    "pets": (37, ("train", "test"), "Oxford-IIIT Pets, 37 breeds (annotations/trainval.txt, test.txt)"),
+    "caltech101": (102, ("train", "test"),
                    "Caltech-101 incl. background; 30 train per class (seeded) or ssl-transfer's split files"),
-    "flowers102": (102, _WITH_VAL, "mean_per_class", "Oxford Flowers-102 (setid.mat trnid / valid / tstid)"),
+    "flowers102": (102, _WITH_VAL, "Oxford Flowers-102 (setid.mat trnid / valid / tstid)"),
 }
-for _name, (_classes, _splits, _metric, _help) in _TRANSFER.items():
+for _name, (_classes, _splits, _help) in _TRANSFER.items():
     _register(DatasetSpec(_name, 224, _classes, False, transfer.LAYOUTS[_name], transfer.LOADERS[_name],
-                          splits=_splits, metric=_metric, multilabel=_name == "voc2007"), _help)
+                          splits=_splits, multilabel=_name == "voc2007"), _help)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -114,15 +137,84 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS.get(name)
 
 
-def build_dataset(name: str, root: str | None, split: str, transform=None) -> Dataset:
+def require_kind(spec: DatasetSpec, kind: DataKind) -> DatasetSpec:
+    """``spec`` if its items are of ``kind``; else a UserError naming the datasets of that kind.
+
+    A task calls it with the kind it reads (``vocabulary.task(name).kind``) before loading anything.
+    """
+    if spec.kind != kind:
+        fitting = [name for name in DATASETS.names() if DATASETS.get(name).kind == kind]
+        raise UserError(f"dataset {spec.name} is a {spec.kind} dataset, but this task reads {kind} data "
+                        f"(choose {', '.join(fitting) or f'a {kind} dataset; none is registered yet'})")
+    return spec
+
+
+def build_dataset(name: str, root: str | None, split: str, transform=None,
+                  kind: DataKind = "classification") -> Dataset:
     """The ``split`` (one of ``dataset_spec(name).splits``; "test" is the val folder of ImageNet/ImageFolder).
 
-    Embedded sets ignore ``root``; the others need it and say what layout they expect.
+    ``kind`` is the item contract the caller reads (:data:`ITEM_CONTRACTS`); a dataset of another kind
+    is a UserError. Embedded sets ignore ``root``; the others need it and say what layout they expect.
     """
-    spec = dataset_spec(name)
+    spec = require_kind(dataset_spec(name), kind)
     if split not in spec.splits:
         raise UserError(f"{name}: unknown split '{split}' (choose {' or '.join(spec.splits)})")
     return spec.build(root, split, transform)
 
 
-__all__ = ["DATASETS", "METRICS", "TRANSFER_DATASETS", "DatasetSpec", "build_dataset", "dataset_spec"]
+def _shape(value) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _detection_problem(item: Any) -> str | None:
+    if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict)):
+        return "a detection item is a pair (image tensor, target dict)"
+    image, target = item
+    if _shape(image) is None or image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        return f"the image is not a float tensor [3, H, W] (got {_shape(image) or type(image).__name__})"
+    boxes, labels, masks = target.get("boxes"), target.get("labels"), target.get("masks")
+    if _shape(boxes) is None or boxes.ndim != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+        return f"target['boxes'] is not a float tensor [N, 4] (got {_shape(boxes) or type(boxes).__name__})"
+    if _shape(labels) is None:
+        return "target['labels'] is missing or not a tensor"
+    if _shape(labels) != (len(boxes),) or labels.dtype != torch.int64:
+        return f"target['labels'] is not an int64 tensor [{len(boxes)}] (got {_shape(labels)}, {labels.dtype})"
+    if bool((boxes[:, 2:] < boxes[:, :2]).any()):
+        return "target['boxes'] are not x1, y1, x2, y2 with x1 <= x2 and y1 <= y2"
+    if masks is not None and (_shape(masks) != (len(boxes), *image.shape[1:]) or masks.dtype != torch.uint8):
+        return f"target['masks'] is not a uint8 tensor [{len(boxes)}, H, W] matching the image (got {_shape(masks)})"
+    return None
+
+
+def _video_problem(item: Any) -> str | None:
+    frames, annotations = getattr(item, "frames", None), getattr(item, "annotations", None)
+    if not isinstance(getattr(item, "name", None), str):
+        return "a video item has a str .name"
+    if not isinstance(frames, Sequence) or not isinstance(annotations, Sequence) or not frames:
+        return "a video item has sequences .frames (not empty) and .annotations"
+    if len(frames) != len(annotations):
+        return f"{len(frames)} frames but {len(annotations)} per-frame annotations"
+    return None
+
+
+def _classification_problem(item: Any) -> str | None:
+    if not (isinstance(item, tuple) and len(item) == 2):
+        return "a classification item is a pair (image, target)"
+    target = item[1]
+    if isinstance(target, bool) or not isinstance(target, (numbers.Integral, Sequence, np.ndarray, torch.Tensor)):
+        return f"the target is {type(target).__name__}, not an int class id or a multi-hot row"
+    return None
+
+
+_PROBLEMS = {"classification": _classification_problem, "detection": _detection_problem, "video": _video_problem}
+
+
+def check_item(kind: DataKind, item: Any) -> None:
+    """Raise ValueError when ``item`` breaks the :data:`ITEM_CONTRACTS` of ``kind`` (a dataset bug)."""
+    problem = _PROBLEMS[kind](item)
+    if problem:
+        raise ValueError(f"not a {kind} item: {problem}; expected {ITEM_CONTRACTS[kind]}")
+
+
+__all__ = ["DATASETS", "ITEM_CONTRACTS", "TRANSFER_DATASETS", "DataKind", "DatasetSpec", "build_dataset",
+           "check_item", "dataset_spec", "require_kind"]

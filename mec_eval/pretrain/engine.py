@@ -1,89 +1,155 @@
-"""One pre-training epoch: per-iteration schedules, mixed precision, teacher update, loss checks."""
+"""Pre-training on the shared training engine: the Siamese step, its per-iteration hooks, and the
+canonical ``last.pt`` / ``checkpoint_XXXX.pt`` files that hold its resumable state."""
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from mec_eval.dist import all_reduce_mean, autocast
-from mec_eval.log import JsonLogger, progress
+from mec_eval.checkpoints import make_canonical, safe_torch_load, save_canonical
+from mec_eval.config import PretrainConfig, to_dict
+from mec_eval.dist import autocast, rank
+from mec_eval.log import JsonLogger
 from mec_eval.models import SiameseNetwork, cosine_momentum
-from mec_eval.pretrain.optim import set_lr, warmup_cosine
+from mec_eval.training.engine import Hooks, Plan
+from mec_eval.training.sampling import derive_seed
 from mec_eval.utils import UserError
 
+NON_FINITE_HINT = ("for MEC raise loss.eps_d2 (the Taylor series needs ||lam Z1 Z2^T|| < 1) or lower loss.order, "
+                   "otherwise lower optim.base_lr; the last good checkpoint is kept")
 
-@dataclass
-class Schedule:
-    """Everything the loop needs to set per-iteration values."""
-    peak_lr: float
-    warmup_epochs: float
-    epochs: int
-    iters_per_epoch: int
-    ema_base: float
-    log_every: int
+# Keys that may change between a run and its resumption without invalidating it.
+RESUMABLE_CHANGES = {("optim", "epochs"), ("run", "device"), ("run", "log_every"), ("run", "save_every"),
+                     ("run", "save_state_every"), ("data", "num_workers"), ("data", "root")}
 
 
-def non_finite_error(epoch: int, step: int, loss_name: str) -> UserError:
-    return UserError(
-        f"the {loss_name} loss became non-finite at epoch {epoch}, iteration {step}; "
-        "for MEC raise loss.eps_d2 (the Taylor series needs ||lam Z1 Z2^T|| < 1) or lower loss.order, "
-        "otherwise lower optim.base_lr; the last good checkpoint is kept"
-    )
+def siamese_step(objective: torch.nn.Module, device: torch.device, amp_dtype, channels_last: bool,
+                 make_views=None) -> Callable:
+    """``step(model, batch) -> loss``: the two views (built on the device from a uint8 batch when
+    ``make_views``), the forward pass and the loss.
 
-
-def train_one_epoch(model: SiameseNetwork, objective: torch.nn.Module, loader, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, epoch: int, schedule: Schedule, device: torch.device,
-                    amp_dtype: torch.dtype | None, channels_last: bool, logger: JsonLogger, loss_name: str,
-                    make_views=None) -> dict:
-    """Train for one epoch (or ``schedule.iters_per_epoch`` iterations); returns mean loss and timing.
-
-    The loader yields ``(views, labels)``, or ``(uint8 images, labels)`` when ``make_views`` builds
-    the views from the batch on the device (batched augmentation).
+    Only the network runs under autocast; the objective (log-det Taylor series for MEC) runs in fp32.
     """
-    model.train()
-    total_steps = schedule.epochs * schedule.iters_per_epoch
-    loss_sum, seen, start = 0.0, 0, time.perf_counter()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    bar = progress(loader, total=schedule.iters_per_epoch, desc=f"epoch {epoch + 1}/{schedule.epochs}",
-                   quiet=logger.quiet)
-    for step, (batch, _) in enumerate(bar):
-        if step >= schedule.iters_per_epoch:
-            break
-        views = make_views(batch.to(device, non_blocking=True)) if make_views is not None else batch
-        global_step = epoch * schedule.iters_per_epoch + step
-        fractional_epoch = global_step / schedule.iters_per_epoch
-        lr = warmup_cosine(fractional_epoch, schedule.peak_lr, schedule.warmup_epochs, schedule.epochs)
-        set_lr(optimizer, lr)
-        objective.on_step(fractional_epoch)
-        views = [v.to(device, non_blocking=True).contiguous(memory_format=memory_format) for v in views]
+
+    def step(model, batch) -> torch.Tensor:
+        images, _ = batch
+        views = make_views(images) if make_views is not None else images
+        views = [v.contiguous(memory_format=memory_format) for v in views]
         with autocast(device, amp_dtype):
             online, target = model(views)
-        loss = objective(online, target)
-        if not torch.isfinite(loss):
-            raise non_finite_error(epoch, step, loss_name)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        return objective(online, target)
+
+    return step
+
+
+def siamese_hooks(cfg: PretrainConfig, net: SiameseNetwork, objective, make_views, plan: Plan, history: list,
+                  logger: JsonLogger) -> Hooks:
+    """λ warm-up before each step, the EMA teacher after it (MEC App. C), and the per-epoch record."""
+    total = plan.total_iters
+
+    def before(iteration: int, fractional_epoch: float) -> None:
+        objective.on_step(fractional_epoch)
+        if make_views is not None:  # batched augmentation: draws depend on (seed, iteration, rank) only
+            make_views.reseed(derive_seed(cfg.run.seed, "views", iteration, rank()))
+
+    def after(iteration: int, fractional_epoch: float) -> dict:
+        momentum = cosine_momentum(iteration, total, base=cfg.model.ema_momentum)
+        net.update_teacher(momentum)
+        return {"ema": momentum, **{k: float(v) for k, v in getattr(objective, "stats", {}).items()}}
+
+    def epoch_end(epochs_done: int, stats: dict) -> None:
+        # PretrainStore.save appended the record (it is saved in last.pt); rank 0 logs it once saved.
+        if history and history[-1]["epoch"] == epochs_done:
+            logger.log(event="epoch", **history[-1])
+
+    return Hooks(before_step=before, after_step=after, on_epoch_end=epoch_end)
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    diffs = []
+    for section, values in current.items():
+        for key, value in values.items():
+            old = saved.get(section, {}).get(key)
+            if old != value and (section, key) not in RESUMABLE_CHANGES:
+                diffs.append(f"{section}.{key}: {old!r} -> {value!r}")
+    return diffs
+
+
+def load_last(path: Path):
+    """``last.pt`` through the safe loader; any failure to read it is one line saying to delete it."""
+    try:
+        return safe_torch_load(path)
+    except Exception as err:  # noqa: BLE001 - UserError included; a damaged file fails anywhere in the parser
+        reason = " ".join(str(err).split())[:200]
+        raise UserError(f"{path} is truncated or corrupt ({reason}); delete it to restart from scratch "
+                        "(the checkpoint_XXXX.pt files beside it hold weights only and are kept)") from None
+
+
+class PretrainStore:
+    """The engine's state store for pre-training: ``last.pt`` (canonical ``mec-eval/1`` + ``meta.resume``),
+    written every ``run.save_state_every`` iterations and each epoch; ``checkpoint_XXXX.pt`` (weights
+    only) every ``run.save_every`` epochs and after the last."""
+
+    def __init__(self, out: Path, cfg: PretrainConfig, net: SiameseNetwork, plan: Plan, history: list,
+                 logger: JsonLogger):
+        self.out, self.cfg, self.net, self.plan, self.history, self.logger = out, cfg, net, plan, history, logger
+        self.last = out / "last.pt"
+
+    def save(self, state: dict, epochs_done: int | None) -> None:
+        cfg, net = self.cfg, self.net
+        stats = state.pop("epoch_stats", None)
+        if epochs_done and stats is not None:
+            self.history.append({"epoch": epochs_done, **{k: stats[k] for k in ("loss", "seconds", "steps",
+                                                                                 "images_per_s")},
+                                 "time": time.time()})
+        resume = {**state, "history": list(self.history),
+                  "teacher_full": net.teacher.state_dict() if net.teacher is not None else None}
+        ckpt = make_canonical(cfg.model.arch, net.backbone.state_dict(), heads=net.heads_state(),
+                              teacher=net.teacher_backbone_state(),
+                              meta={"method": cfg.loss.name, "epoch": state["iteration"] // self.plan.iters_per_epoch,
+                                    "iteration": state["iteration"], "config": to_dict(cfg), "resume": resume})
+        if epochs_done and (epochs_done % max(cfg.run.save_every, 1) == 0 or epochs_done == cfg.optim.epochs):
+            # Numbered checkpoints are for evaluation: no optimiser state (half the size).
+            light = {**ckpt, "meta": {k: v for k, v in ckpt["meta"].items() if k != "resume"}}
+            save_canonical(light, self.out / f"checkpoint_{epochs_done:04d}.pt")
+        save_canonical(ckpt, self.last)
+
+    def load(self) -> dict | None:
+        if not self.last.exists():
+            return None
+        ckpt = load_last(self.last)
+        meta = ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
+        if "resume" not in meta or not isinstance(meta["resume"], dict) or "iteration" not in meta["resume"]:
+            raise UserError(f"{self.last} is not a mec-eval pre-training state of this version; "
+                            "use an empty --out folder")
+        diffs = _config_differences(meta.get("config", {}), to_dict(self.cfg))
+        if diffs:
+            raise UserError(f"{self.out} holds a run with another config ({'; '.join(diffs)}); "
+                            "use a new --out or the same settings to resume")
+        state = meta["resume"]
+        self._load_weights(ckpt, state)
+        self.history[:] = list(state.get("history", []))
+        iteration = int(state["iteration"])
+        if iteration >= self.plan.total_iters:
+            self.logger.info(f"{self.out} already finished {self.plan.epochs} epochs; nothing to do")
         else:
-            loss.backward()
-            optimizer.step()
-        momentum = cosine_momentum(global_step, total_steps, base=schedule.ema_base)
-        getattr(model, "module", model).update_teacher(momentum)  # unwrap DDP
-        loss_value = float(all_reduce_mean(loss))
-        loss_sum += loss_value
-        seen += 1
-        if schedule.log_every and (step % schedule.log_every == 0 or step == schedule.iters_per_epoch - 1):
-            logger.log(epoch=epoch, step=step, loss=loss_value, lr=lr, ema=momentum,
-                       **{k: float(v) for k, v in getattr(objective, "stats", {}).items()})
-    if seen == 0:
-        raise UserError("the training set yields no full batch; lower optim.batch_size")
-    elapsed = time.perf_counter() - start
-    mean_loss = loss_sum / seen
-    if not math.isfinite(mean_loss):
-        raise non_finite_error(epoch, seen, loss_name)
-    return {"loss": mean_loss, "seconds": elapsed, "steps": seen,
-            "images_per_s": seen * loader.batch_size / max(elapsed, 1e-9)}
+            self.logger.info(f"resuming from {self.last} at iteration {iteration} "
+                             f"(epoch {iteration // self.plan.iters_per_epoch + 1})")
+        return state
+
+    def _load_weights(self, ckpt: dict, state: dict) -> None:
+        net = self.net
+        try:
+            net.backbone.load_state_dict(ckpt["backbone"])
+            net.projector.load_state_dict(ckpt["heads"]["projector"])
+            if net.predictor is not None:
+                net.predictor.load_state_dict(ckpt["heads"]["predictor"])
+            if net.teacher is not None:
+                net.teacher.load_state_dict(state["teacher_full"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise UserError(f"{self.last} does not match this network ({reason}); delete it to restart from "
+                            "scratch, or use a new --out") from None

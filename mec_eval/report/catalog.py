@@ -1,45 +1,24 @@
-"""The report's vocabulary: task groups in the MEC paper's table layout, labels, metric order, directions.
+"""The report's layout of the vocabulary: task groups in the MEC paper's table layout, labels, metric order.
 
-Names follow the shared task/dataset/metric vocabulary of mec-eval; the groups mirror the MEC paper
-(NeurIPS 2022): Table 1 (linear), Table 2 (semi-supervised), Table 3 (VOC/COCO), Table 4 (UniTrack
-video tasks, per backbone layer) and Table 8 (transfer to 11 classification sets).
+Every name, label and direction comes from :mod:`mec_eval.vocabulary`; this module only arranges
+them as the MEC paper (NeurIPS 2022) does: Table 1 (linear), Table 2 (semi-supervised), Table 3
+(VOC/COCO), Table 4 (UniTrack video tasks, per backbone layer) and Table 8 (transfer to 11
+classification sets).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Counts, not percentages: a smaller number is better and the value is printed without decimals.
-LOWER_IS_BETTER = frozenset({"id_switches"})
-COUNT_METRICS = frozenset({"id_switches"})
-DIAGNOSTIC_METRICS = frozenset({"coding_length", "effective_rank"})
+from mec_eval import vocabulary
+from mec_eval.vocabulary import DATASETS, METRICS, TASKS, TRANSFER_DATASETS, TRANSFER_TASKS
+
+LOWER_IS_BETTER = frozenset(name for name, m in METRICS.items() if not m.higher_is_better)
+# Counts, not percentages: printed without decimals.
+COUNT_METRICS = frozenset(name for name, m in METRICS.items() if m.count)
+DIAGNOSTIC_METRICS = frozenset(name for name, m in METRICS.items() if m.diagnostic)
 # Published tables that the report ranks and tabulates: MEC Figure 1 ranks Tables 1-4; Table 8 feeds the
 # supplementary transfer axes. Ablations and variants (Tables 5-7) stay in results.csv.
 RANKED_PUBLISHED_TABLES = ("mec-table1", "mec-table2", "mec-table3", "mec-table4", "mec-table8")
-
-
-# The canonical task vocabulary of mec-eval: task -> (datasets or None for any, metrics primary first).
-TASK_METRICS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
-    "linear": (("imagenet",), ("top1", "top5")),
-    "linear-fast": (None, ("top1", "top5")),
-    "knn": (None, ("top1", "top5")),
-    "semi-1pct": (("imagenet",), ("top1", "top5")),
-    "semi-10pct": (("imagenet",), ("top1", "top5")),
-    "voc07": (("voc2007",), ("AP", "AP50", "AP75")),
-    "voc0712": (("voc2007",), ("AP", "AP50", "AP75")),
-    "coco": (("coco2017",), ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")),
-    "sot": (("otb2015",), ("auc_xcorr", "auc_dcf")),
-    "vos": (("davis2017",), ("j_mean",)),
-    "mot": (("mot16",), ("idf1", "hota")),
-    "mots": (("mots20",), ("idf1", "hota")),
-    "posetrack": (("posetrack2018",), ("idf1", "id_switches")),
-}
-# The 11-dataset transfer tasks score each dataset with its own metric (MEC paper Table 8, after [12]).
-TRANSFER_TASKS = ("transfer-linear", "transfer-finetune")
-TRANSFER_METRICS = {
-    "food101": "top1", "cifar10": "top1", "cifar100": "top1", "sun397": "top1", "cars": "top1",
-    "aircraft": "mean_per_class", "voc2007": "voc07_map", "dtd": "top1", "pets": "mean_per_class",
-    "caltech101": "mean_per_class", "flowers102": "mean_per_class",
-}
 
 
 @dataclass(frozen=True)
@@ -53,56 +32,34 @@ class TaskGroup:
     datasets_as_columns: bool = False
 
 
+_TRANSFER_TITLES = {"transfer-linear": "linear probing", "transfer-finetune": "fine-tuned"}
 GROUPS = (
-    TaskGroup("linear", "Linear probing and k-NN (MEC Table 1 layout)", ("linear", "linear-fast", "knn")),
-    TaskGroup("semi", "Semi-supervised classification (MEC Table 2 layout)", ("semi-1pct", "semi-10pct")),
+    TaskGroup("linear", "Linear probing and k-NN (MEC Table 1 layout)", vocabulary.tasks_of("linear")),
+    TaskGroup("semi", "Semi-supervised classification (MEC Table 2 layout)", vocabulary.tasks_of("semi")),
     TaskGroup("detection", "Object detection and instance segmentation (MEC Table 3 layout)",
-              ("voc07", "voc0712", "coco")),
+              vocabulary.tasks_of("detection")),
     TaskGroup("video", "Video tasks with UniTrack, per backbone layer (MEC Table 4 layout)",
-              ("sot", "vos", "mot", "mots", "posetrack")),
-    TaskGroup("transfer-linear", "Transfer, linear probing (MEC Table 8 layout)", ("transfer-linear",),
-              primary_only=True, datasets_as_columns=True),
-    TaskGroup("transfer-finetune", "Transfer, fine-tuned (MEC Table 8 layout)", ("transfer-finetune",),
-              primary_only=True, datasets_as_columns=True),
+              vocabulary.tasks_of("video")),
+    # Table 8 has one half per transfer task, each with the 11 datasets as columns.
+    *(TaskGroup(name, f"Transfer, {_TRANSFER_TITLES[name]} (MEC Table 8 layout)", (name,), primary_only=True,
+                datasets_as_columns=True) for name in TRANSFER_TASKS),
 )
 
 # The dataset each task is evaluated on in the paper; another dataset is named in every label.
-PAPER_DATASETS = {
-    "linear": "imagenet", "linear-fast": "imagenet", "knn": "imagenet", "semi-1pct": "imagenet",
-    "semi-10pct": "imagenet", "voc07": "voc2007", "voc0712": "voc2007", "coco": "coco2017",
-    "sot": "otb2015", "vos": "davis2017", "mot": "mot16", "mots": "mots20", "posetrack": "posetrack2018",
-}
-
-TASK_LABELS = {
-    "linear": "Linear probing", "linear-fast": "Linear probing (linear-fast)", "knn": "k-NN",
-    "semi-1pct": "1% labels", "semi-10pct": "10% labels", "voc07": "VOC 07 detection",
-    "voc0712": "VOC 07+12 detection", "sot": "SOT", "vos": "VOS", "mot": "MOT", "mots": "MOTS",
-    "posetrack": "PoseTrack", "transfer-linear": "Transfer (linear)", "transfer-finetune": "Transfer (fine-tuned)",
-}
-
-# Table 8 column order and labels.
-TRANSFER_DATASETS = tuple(TRANSFER_METRICS)
-DATASET_LABELS = {
-    "food101": "Food101", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "sun397": "SUN397", "cars": "Cars",
-    "aircraft": "Aircraft", "voc2007": "VOC2007", "dtd": "DTD", "pets": "Pets", "caltech101": "Caltech-101",
-    "flowers102": "Flowers",
-}
-
-METRIC_ORDER = ("top1", "top5", "AP50", "AP", "AP75", "bbox_AP50", "bbox_AP", "bbox_AP75", "segm_AP50", "segm_AP",
-                "segm_AP75", "auc_xcorr", "auc_dcf", "j_mean", "idf1", "hota", "id_switches", "mean_per_class",
-                "voc07_map", "coding_length", "effective_rank")
-METRIC_LABELS = {
-    "top1": "Top-1", "top5": "Top-5", "bbox_AP50": "AP50", "bbox_AP": "AP", "bbox_AP75": "AP75",
-    "segm_AP50": "AP50 mask", "segm_AP": "AP mask", "segm_AP75": "AP75 mask", "auc_xcorr": "AUC XCorr",
-    "auc_dcf": "AUC DCF", "j_mean": "J-mean", "idf1": "IDF1", "hota": "HOTA", "id_switches": "IDs",
-    "mean_per_class": "mean/class", "voc07_map": "mAP", "coding_length": "coding length",
-    "effective_rank": "effective rank",
-}
+PAPER_DATASETS = {name: t.paper_dataset for name, t in TASKS.items() if t.paper_dataset is not None}
+TASK_LABELS = {name: t.label for name, t in TASKS.items()}
+DATASET_LABELS = {name: d.label for name, d in DATASETS.items()}
+METRIC_ORDER = tuple(METRICS)
+METRIC_LABELS = {name: m.label for name, m in METRICS.items()}
 
 
 def is_diagnostic(task: str, metric: str) -> bool:
     """Representation diagnostics get their own section: they describe a representation, they do not score it."""
-    return task.startswith("diagnostics") or metric in DIAGNOSTIC_METRICS
+    try:
+        family = vocabulary.task(task).family  # "diagnostics-<variant>" included
+    except ValueError:  # a task this mec-eval does not know (an older or newer result.json) scores
+        family = None
+    return metric in DIAGNOSTIC_METRICS or family == "diagnostics"
 
 
 def group_of(task: str) -> str:
@@ -131,9 +88,7 @@ def task_label(task: str, dataset: str, metric: str = "") -> str:
     label = TASK_LABELS.get(task, task)
     if task == "coco":
         label = "COCO instance seg." if metric.startswith("segm") else "COCO detection"
-    if task in PAPER_DATASETS and dataset != PAPER_DATASETS[task]:
-        label += f" [{dataset}]"
-    elif task not in PAPER_DATASETS and task not in ("transfer-linear", "transfer-finetune"):
+    if task not in TRANSFER_TASKS and dataset != PAPER_DATASETS.get(task):
         label += f" [{dataset}]"
     return label
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mec_eval.report.catalog import LOWER_IS_BETTER, TASK_METRICS, TRANSFER_METRICS, TRANSFER_TASKS
+from mec_eval.report.catalog import LOWER_IS_BETTER
 from mec_eval.report.collect import COLUMNS
 from mec_eval.utils import UserError, resource_dir
+from mec_eval.vocabulary import DATASETS, TASKS, primary_metric
 
 PUBLISHED_COLUMNS = COLUMNS + ["source", "table", "setting", "published"]
 
@@ -41,13 +42,6 @@ def list_published(directory: str | Path | None = None) -> list[str]:
     """Ids of the published tables (file stems, e.g. ``mec-table1``), sorted."""
     folder = Path(directory) if directory is not None else published_dir()
     return sorted(path.stem for path in folder.glob("*.yaml"))
-
-
-def primary_metric(task: str, dataset: str) -> str:
-    """The task's primary metric on ``dataset`` (transfer tasks: the dataset's own metric)."""
-    if task in TRANSFER_TASKS:
-        return TRANSFER_METRICS[dataset]
-    return TASK_METRICS[task][1][0]
 
 
 def load_published(tables: Iterable[str] | None = None, directory: str | Path | None = None) -> pd.DataFrame:
@@ -173,20 +167,21 @@ def _cell(defaults: dict, row: dict, column: dict, where: str) -> dict:
 
 def _check_vocabulary(task: str, dataset: str, metric: str, where: str) -> None:
     """Reject names outside mec-eval's vocabulary, so published rows line up with measured ones."""
-    if task in TRANSFER_TASKS:
-        if dataset not in TRANSFER_METRICS:
-            raise UserError(f"{where}: unknown transfer dataset {dataset!r} (known: {', '.join(TRANSFER_METRICS)})")
-        if metric != TRANSFER_METRICS[dataset]:
-            raise UserError(f"{where}: {dataset} is scored by {TRANSFER_METRICS[dataset]}, not {metric!r}")
+    if task not in TASKS:
+        raise UserError(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
+    record = TASKS[task]
+    if record.family == "transfer":
+        if dataset not in record.datasets:
+            raise UserError(f"{where}: unknown transfer dataset {dataset!r} (known: {', '.join(record.datasets)})")
+        if metric != DATASETS[dataset].metric:
+            raise UserError(f"{where}: {dataset} is scored by {DATASETS[dataset].metric}, not {metric!r}")
         return
-    if task not in TASK_METRICS:
-        known = ", ".join([*TASK_METRICS, *TRANSFER_TASKS])
-        raise UserError(f"{where}: unknown task {task!r} (known: {known})")
-    datasets, metrics = TASK_METRICS[task]
-    if datasets is not None and dataset not in datasets:
-        raise UserError(f"{where}: task {task} runs on {', '.join(datasets)}, not {dataset!r}")
-    if metric not in metrics:
-        raise UserError(f"{where}: task {task} reports {', '.join(metrics)}, not {metric!r}")
+    if record.datasets is not None and dataset not in record.datasets:
+        raise UserError(f"{where}: task {task} runs on {', '.join(record.datasets)}, not {dataset!r}")
+    if dataset not in DATASETS:
+        raise UserError(f"{where}: unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+    if metric not in record.metrics:
+        raise UserError(f"{where}: task {task} reports {', '.join(record.metrics)}, not {metric!r}")
 
 
 def _source(table_source: str, row: dict, column: dict, references: dict[str, str], where: str) -> str:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from mec_eval.report.catalog import dataset_sort_key
 from mec_eval.report.collect import PUBLISHED_MARK
+from mec_eval.vocabulary import TASKS
 
 MIN_AXES = 3
 
@@ -44,31 +45,35 @@ class AxisSpec:
     name: str
     tasks: tuple[str, ...]
     metric: str | None
-    paper_dataset: str | None
     supplementary: bool = False
+
+    @property
+    def paper_dataset(self) -> str | None:
+        """The dataset of the axis's first task in the paper (the vocabulary's); None for transfer."""
+        return TASKS[self.tasks[0]].paper_dataset
 
 
 # How an axis label names a fallback task (LIN measured with the fast probe, SEMI with 10 % labels, ...).
 TASK_TAGS = {"linear-fast": "fast", "semi-10pct": "10%", "voc07": "VOC07"}
 
 IMAGE_AXES = (
-    AxisSpec("LIN", ("linear", "linear-fast"), "top1", "imagenet"),
-    AxisSpec("SEMI", ("semi-1pct", "semi-10pct"), "top1", "imagenet"),
-    AxisSpec("VOC", ("voc0712", "voc07"), "AP", "voc2007"),
-    AxisSpec("COCO", ("coco",), "bbox_AP", "coco2017"),
-    AxisSpec("SEG", ("coco",), "segm_AP", "coco2017"),
+    AxisSpec("LIN", ("linear", "linear-fast"), "top1"),
+    AxisSpec("SEMI", ("semi-1pct", "semi-10pct"), "top1"),
+    AxisSpec("VOC", ("voc0712", "voc07"), "AP"),
+    AxisSpec("COCO", ("coco",), "bbox_AP"),
+    AxisSpec("SEG", ("coco",), "segm_AP"),
 )
 VIDEO_AXES = (
-    AxisSpec("SOT", ("sot",), "auc_xcorr", "otb2015"),
-    AxisSpec("VOS", ("vos",), "j_mean", "davis2017"),
-    AxisSpec("MOT", ("mot",), "idf1", "mot16"),
-    AxisSpec("MOTS", ("mots",), "idf1", "mots20"),
-    AxisSpec("PoseTrack", ("posetrack",), "idf1", "posetrack2018"),
+    AxisSpec("SOT", ("sot",), "auc_xcorr"),
+    AxisSpec("VOS", ("vos",), "j_mean"),
+    AxisSpec("MOT", ("mot",), "idf1"),
+    AxisSpec("MOTS", ("mots",), "idf1"),
+    AxisSpec("PoseTrack", ("posetrack",), "idf1"),
 )
 SUPPLEMENTARY_AXES = (
-    AxisSpec("kNN", ("knn",), "top1", "imagenet", supplementary=True),
-    AxisSpec("T-LIN", ("transfer-linear",), None, None, supplementary=True),
-    AxisSpec("T-FT", ("transfer-finetune",), None, None, supplementary=True),
+    AxisSpec("kNN", ("knn",), "top1", supplementary=True),
+    AxisSpec("T-LIN", ("transfer-linear",), None, supplementary=True),
+    AxisSpec("T-FT", ("transfer-finetune",), None, supplementary=True),
 )
 KIND_AXES = {"image": IMAGE_AXES, "video": VIDEO_AXES}
 

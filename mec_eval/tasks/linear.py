@@ -17,8 +17,7 @@ from mec_eval.checkpoints import Encoder
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import LinearConfig
-from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
-                                     supervised_sets)
+from mec_eval.tasks.training import Classifier, TrainedTask, fit_then_predict, linear_head, supervised_sets
 
 
 def probe_head(dim: int, num_classes: int) -> nn.Sequential:
@@ -35,11 +34,11 @@ class LinearTask(TrainedTask):
         torch.manual_seed(cfg.run.seed)  # the head's initialisation depends on run.seed only
         head = probe_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=True, chunk=cfg.data.batch_size)
-        lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(train)))
-        plan, scores, targets = fit_then_predict(model, [{"params": list(head.parameters()), "lr": lr}], train, test,
-                                                 cfg.optim, cfg.data, cfg.run, workdir, self.quiet)
+        # The head's one group takes the engine's scaled lr: base_lr * effective batch / 256 (main_lincls.py).
+        engine, scores, targets = fit_then_predict(model, [{"params": list(head.parameters())}], train, test,
+                                                   cfg.optim, cfg.data, cfg.run, workdir, self.ctx)
         evaluator = ClassificationEvaluator()
         evaluator.process(scores, targets)
         return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",
-                      extra={"n_train": len(train), "n_test": len(test), "batch_size": plan.batch_size,
-                             "iterations": plan.total_iters, "lr": lr})
+                      extra={"n_train": len(train), "n_test": len(test), "batch_size": engine.plan.effective_batch,
+                             "iterations": engine.plan.total_iters, "lr": engine.lr}, scale=engine.scale)

@@ -6,6 +6,8 @@ and a softmax classifier minimising ``mean cross-entropy + wd/2 * ||W||^2`` is f
 with L-BFGS on the run's device (GPU when present). ``wd`` is chosen on a stratified 20 % hold-out
 of the training split, then the classifier is refitted on the whole split and scored once on test.
 This objective equals scikit-learn's ``LogisticRegression(C=1/(wd*N))``, which the tests check.
+With several processes the main process alone selects and fits (the result of one process, exactly)
+and every process scores its share of the test rows for the gathered evaluator.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from mec_eval import dist
 from mec_eval.checkpoints import Encoder
 from mec_eval.dist import resolve_device
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import LinearFastConfig, LinearFastParams
-from mec_eval.tasks.features import FeatureTask
+from mec_eval.tasks.features import FeatureTask, read_entry
 from mec_eval.utils import UserError
 
 
@@ -74,6 +77,22 @@ def select_wd(x: torch.Tensor, y: torch.Tensor, num_classes: int, params: Linear
     return best, scores
 
 
+SCORE_ROWS = 4096  # test rows per scoring block (each process scores every N-th block)
+
+
+def fit_probe(train_dir: Path, params: LinearFastParams, seed: int, device: torch.device) -> tuple[LinearModel, dict]:
+    """Select ``wd`` on the hold-out, refit on the whole training split; (model on the CPU, extra fields)."""
+    train = read_entry(train_dir)
+    x = torch.as_tensor(np.array(train.features), device=device)
+    y = torch.as_tensor(train.targets, device=device)
+    best_wd, val_scores = select_wd(x, y, len(train.classes), params, seed)
+    model = fit_logistic(x, y, len(train.classes), best_wd, params.max_iter)
+    train_top1 = float((model.scores(x).argmax(1) == y).float().mean() * 100)
+    on_cpu = LinearModel(*(t.cpu() for t in (model.mean, model.std, model.weight, model.bias)))
+    return on_cpu, {"selected_wd": best_wd, "val_top1_by_wd": {str(w): s for w, s in val_scores.items()},
+                    "train_top1": train_top1, "n_train": len(train.targets)}
+
+
 class LinearFastTask(FeatureTask):
     name = "linear-fast"
     Config = LinearFastConfig
@@ -82,15 +101,24 @@ class LinearFastTask(FeatureTask):
         params = cfg.linear
         if not params.wd_grid or min(params.wd_grid) < 0 or not 0 < params.val_fraction < 1:
             raise UserError("linear.wd_grid must be non-empty and >= 0, and 0 < linear.val_fraction < 1")
-        train_x, train_y, test_x, test_y, classes = self.split_features(encoder, cfg.data, cfg.run)
+        scale = self.extraction_scale(cfg.data)
+        train_dir, test_dir = (self.extract(encoder, cfg.data, cfg.run, split) for split in ("train", "test"))
+        self.log_scale()  # unless an extraction already did
         device = resolve_device(cfg.run.device)
-        x = torch.as_tensor(train_x, device=device)
-        y = torch.as_tensor(train_y, device=device)
-        best_wd, val_scores = select_wd(x, y, len(classes), params, cfg.run.seed)
-        model = fit_logistic(x, y, len(classes), best_wd, params.max_iter)
+        # The main process alone fits (one copy of the training features in memory); the model is small
+        # and goes to every process, which scores every N-th block of test rows for the gathered evaluator.
+        model, extra = dist.share_from_main(lambda: fit_probe(train_dir, params, cfg.run.seed, device))
         evaluator = ClassificationEvaluator()
-        evaluator.process(model.scores(torch.as_tensor(test_x, device=device)).cpu(), torch.from_numpy(test_y))
-        train_top1 = float((model.scores(x).argmax(1) == y).float().mean() * 100)
+
+        def score() -> int:
+            probe = LinearModel(*(t.to(device) for t in (model.mean, model.std, model.weight, model.bias)))
+            test = read_entry(test_dir)
+            x = torch.as_tensor(np.array(test.features), device=device)
+            for rows in dist.shard_batches(len(test.targets), SCORE_ROWS):
+                evaluator.process(probe.scores(x[rows.start:rows.stop]).cpu(),
+                                  torch.from_numpy(test.targets[rows.start:rows.stop]))
+            return len(test.targets)
+
+        n_test = dist.run_together(score)  # a failure while scoring reaches every process before the gather below
         return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",
-                      extra={"selected_wd": best_wd, "val_top1_by_wd": {str(w): s for w, s in val_scores.items()},
-                             "train_top1": train_top1, "n_train": int(len(train_y)), "n_test": int(len(test_y))})
+                      extra={**extra, "n_test": n_test}, scale=scale)

@@ -1,21 +1,23 @@
 """Resolve a task spec, run its adapter for one checkpoint, write result.json; skip finished runs."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mec_eval import dist, vocabulary
 from mec_eval.checkpoints import load_encoder
 from mec_eval.config import config_hash, to_dict
-from mec_eval.data import dataset_spec
-from mec_eval import dist
+from mec_eval.data import dataset_spec, require_kind
 from mec_eval.dist import resolve_device
 from mec_eval.log import JsonLogger, announce, drop_announcement
 from mec_eval.runs import (
     LOCKS_DIR,
     RESULT_FILE,
     build_result,
+    check_result,
     finished_result,
     folder_lock,
     now_iso,
@@ -40,16 +42,19 @@ def resolve_task(task: str, overrides: list[str]) -> tuple[TaskSpec, Any, Any]:
     """(spec, adapter class, typed config) for a task name and ``key=value`` overrides."""
     spec, cfg = resolve_task_config(task, overrides)
     adapter_cls = TASKS.get(spec.adapter)
+    reads = vocabulary.task(spec.name).kind  # resolve_task_config checked the name
     name = getattr(getattr(cfg, "data", None), "name", "all")
     if name != "all":
-        dataset_spec(name)  # a typo fails here, with close matches, before any checkpoint is read
+        # a typo fails here, with close matches, before any checkpoint is read; so does a dataset of
+        # another kind (a detection set given to a classification task)
+        require_kind(dataset_spec(name), reads)
     return spec, adapter_cls, cfg
 
 
 def expand_task(task: str, overrides: list[str]) -> list[list[str]]:
     """The override lists of the runs one ``(task, overrides)`` stands for: the adapter's ``expand``
     (transfer: ``data.name=all`` is the 11 datasets of MEC Table 8), one run for most tasks."""
-    spec, adapter_cls, cfg = resolve_task(task, overrides)
+    _spec, adapter_cls, cfg = resolve_task(task, overrides)
     return [[*overrides, *extra] for extra in adapter_cls.expand(cfg)]
 
 
@@ -79,6 +84,11 @@ def plan_run(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
     Dispatch uses it to know a job's folder at submission time (status, skip, logs).
     """
     spec, adapter_cls, cfg = resolve_task(task, overrides or [])
+    return _plan(spec, adapter_cls, cfg, ckpt, runs_root, arch, layout)
+
+
+def _plan(spec: TaskSpec, adapter_cls, cfg, ckpt: str, runs_root: str | Path, arch: str | None,
+          layout: str | None) -> RunPlan:
     resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
     encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
     cfg_dict = to_dict(cfg)
@@ -87,6 +97,11 @@ def plan_run(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
         ident["read_as"] = {"arch": encoder.arch, "layout": encoder.layout}
     folder = run_dir(Path(runs_root), spec.name, encoder.name, config_hash(ident))
     return RunPlan(spec, adapter_cls, cfg, cfg_dict, encoder, folder)
+
+
+def _main_only(context):
+    """``context`` on the main process; nothing on the others (one lock holder, one cleaner per job)."""
+    return context if dist.is_main_process() else contextlib.nullcontext()
 
 
 def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
@@ -98,46 +113,59 @@ def run_task(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] |
     whether or not features are cached. One process at a time works in a run folder: a second
     identical run waits for the first and then reuses its result. A run that fails on bad input
     leaves no folder behind.
+
+    Under ``torchrun`` / SLURM with N processes every process calls this: it joins the process
+    group, the main process alone takes the run-folder lock, decides skip or run (the others get its
+    decision), writes config.yaml and result.json and prints; every process runs the adapter and
+    waits until result.json exists. A failure on any process is raised on all (``dist.run_together``).
     """
-    plan = plan_run(task, ckpt, runs_root, overrides, arch=arch, layout=layout)
-    spec, encoder, folder = plan.spec, plan.encoder, plan.folder
-    runs_root = Path(runs_root)
+    spec, adapter_cls, cfg = resolve_task(task, overrides or [])  # the same on every process: no one waits
+    dist.init_from_env(cfg.run.device)
+    plan = dist.run_together(lambda: _plan(spec, adapter_cls, cfg, ckpt, runs_root, arch, layout))
+    encoder, folder, runs_root = plan.encoder, plan.folder, Path(runs_root)
+    quiet = quiet or not dist.is_main_process()
     logger = JsonLogger(None, quiet=quiet)
-    if not force and (existing := finished_result(folder)) is not None:
+    if not force and (existing := dist.share_from_main(lambda: finished_result(folder))) is not None:
         logger.info(f"skip {spec.name} on {encoder.name}: finished run in {folder} (use --force to re-run)")
         return RunOutcome(folder / RESULT_FILE, existing, True)
     lock = runs_root / LOCKS_DIR / f"{folder.relative_to(runs_root).as_posix().replace('/', '--')}.lock"
     cache = runs_root / ".cache" / "features"
-    with remove_new_empty_dirs(folder, cache, lock.parent), \
-            folder_lock(lock, on_wait=lambda: logger.info(f"waiting for another process running {folder}")):
-        if not force and (existing := finished_result(folder)) is not None:  # it finished while we waited
+    with _main_only(remove_new_empty_dirs(folder, cache, lock.parent)), \
+            _main_only(folder_lock(lock, on_wait=lambda: logger.info(f"waiting for another process running {folder}"))):
+        # it may have finished while we waited for the lock
+        if not force and (existing := dist.share_from_main(lambda: finished_result(folder))) is not None:
             logger.info(f"reuse {spec.name} on {encoder.name}: another process finished {folder}")
             return RunOutcome(folder / RESULT_FILE, existing, True)
         announce(f"run {spec.name} on {encoder.name} ({encoder.layout}) -> {folder}", quiet)
         try:
-            return _run_locked(spec, plan.adapter_cls, plan.cfg, plan.cfg_dict, encoder, folder, cache, logger,
-                               quiet)
+            return _run_locked(plan, cache, logger, quiet)
         finally:
             drop_announcement()
 
 
-def _run_locked(spec: TaskSpec, adapter_cls, cfg, cfg_dict: dict, encoder, folder: Path, cache: Path,
-                logger: JsonLogger, quiet: bool) -> RunOutcome:
+def _run_locked(plan: RunPlan, cache: Path, logger: JsonLogger, quiet: bool) -> RunOutcome:
+    spec, cfg, encoder, folder = plan.spec, plan.cfg, plan.encoder, plan.folder
     started, t0 = now_iso(), time.perf_counter()
-    device = resolve_device(cfg.run.device)
-    adapter = adapter_cls(TaskContext(cache_dir=cache, quiet=quiet, device=str(device), rank=dist.rank(),
-                                      world_size=dist.world_size(), logger=logger))
+    device = resolve_device(cfg.run.device)  # cuda:LOCAL_RANK under NCCL
+    adapter = plan.adapter_cls(TaskContext(cache_dir=cache, quiet=quiet, device=str(device), rank=dist.rank(),
+                                           world_size=dist.world_size(), logger=logger))
     # The adapter creates ``folder`` only if it keeps resumable state there.
-    outcome = adapter.run(encoder, cfg, folder)
-    result = build_result(
-        task=spec.name, dataset=outcome.dataset, protocol=cfg.protocol,
-        checkpoint=encoder.provenance(), metrics=outcome.metrics, primary=outcome.primary,
-        higher_is_better=outcome.higher_is_better, config=cfg_dict, seed=cfg.run.seed, started=started,
-        duration_s=time.perf_counter() - t0, lower_is_better_metrics=outcome.lower_is_better_metrics,
-        extra={**({"extra": outcome.extra} if outcome.extra else {}),
-               **({"scale": outcome.scale} if outcome.scale else {})} or None)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_config(folder, cfg_dict)
-    path = write_result(folder, result)
+    outcome = dist.run_together(lambda: adapter.run(encoder, cfg, folder))
+
+    def write() -> dict:
+        result = build_result(
+            task=spec.name, dataset=outcome.dataset, protocol=cfg.protocol,
+            checkpoint=encoder.provenance(), metrics=outcome.metrics, primary=outcome.primary,
+            higher_is_better=outcome.higher_is_better, config=plan.cfg_dict, seed=cfg.run.seed, started=started,
+            duration_s=time.perf_counter() - t0, lower_is_better_metrics=outcome.lower_is_better_metrics,
+            extra={**({"extra": outcome.extra} if outcome.extra else {}),
+                   **({"scale": outcome.scale} if outcome.scale else {})} or None)
+        check_result(result)  # an adapter's bad result fails before config.yaml is written, not after
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(folder, plan.cfg_dict)
+        write_result(folder, result)
+        return result
+
+    result = dist.share_from_main(write)  # the others wait here, so no process exits before result.json exists
     logger.info(f"{spec.name} {encoder.name}: " + ", ".join(f"{k}={v:.2f}" for k, v in outcome.metrics.items()))
-    return RunOutcome(path, result, False)
+    return RunOutcome(folder / RESULT_FILE, result, False)

@@ -29,8 +29,7 @@ from mec_eval.data.subsets import (
 from mec_eval.metrics.classification import ClassificationEvaluator
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import SemiConfig
-from mec_eval.tasks.training import (Classifier, TrainedTask, fit_then_predict, linear_head, peak_lr,
-                                     supervised_sets)
+from mec_eval.tasks.training import Classifier, TrainedTask, fit_then_predict, linear_head, supervised_sets
 from mec_eval.utils import UserError
 
 SUBSET_SEED = 0  # fixed, like the official split files: trials vary the training seed, not the labels
@@ -75,14 +74,16 @@ class SemiTask(TrainedTask):
         torch.manual_seed(cfg.run.seed)  # the head's initialisation depends on run.seed only
         head = linear_head(encoder.feature_dim, len(train.classes))
         model = Classifier(encoder.backbone, head, frozen=False)
-        lr = peak_lr(cfg.optim, min(cfg.optim.batch_size, len(labelled)))
-        head_lr = cfg.optim.head_lr if cfg.optim.head_lr is not None else lr
-        groups = [{"params": list(encoder.backbone.parameters()), "lr": lr},
-                  {"params": list(head.parameters()), "lr": head_lr}]
-        plan, scores, targets = fit_then_predict(model, groups, labelled, test, cfg.optim, cfg.data, cfg.run,
-                                                 workdir, self.quiet)
+        # The backbone group takes the engine's scaled lr; the head its own absolute lr when set (evaluate.py).
+        head_group = {"params": list(head.parameters())}
+        if cfg.optim.head_lr is not None:
+            head_group["lr"] = cfg.optim.head_lr
+        groups = [{"params": list(encoder.backbone.parameters())}, head_group]
+        engine, scores, targets = fit_then_predict(model, groups, labelled, test, cfg.optim, cfg.data, cfg.run,
+                                                   workdir, self.ctx)
         evaluator = ClassificationEvaluator()
         evaluator.process(scores, targets)
         return Result(dataset=cfg.data.name, metrics=evaluator.evaluate(), primary="top1",
                       extra={"labelled_images": len(labelled), "subset": source, "n_test": len(test),
-                             "backbone_lr": lr, "head_lr": head_lr, "iterations": plan.total_iters})
+                             "backbone_lr": engine.lr, "head_lr": head_group.get("lr", engine.lr),
+                             "iterations": engine.plan.total_iters}, scale=engine.scale)

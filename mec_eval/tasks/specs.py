@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import difflib
 from typing import Any
 
+from mec_eval import vocabulary
 from mec_eval.config import find_named_yaml, from_dict, merge, parse_overrides, read_yaml
 from mec_eval.tasks.configs import TASK_CONFIGS
 from mec_eval.utils import UserError, resource_dir
@@ -45,6 +46,10 @@ def list_task_specs() -> list[TaskSpec]:
 def resolve_task_config(task: str, overrides: list[str]) -> tuple[TaskSpec, Any]:
     """(spec, validated typed config) of a task name or YAML path plus ``key=value`` overrides."""
     spec = load_task_spec(task)
+    try:  # result.json names its task by the spec's name, so a spec file must be named in the vocabulary
+        vocabulary.task(spec.name)
+    except ValueError as err:
+        raise UserError(f"task spec '{spec.name}': {err}; name the YAML file after the task it runs") from None
     if spec.adapter not in TASK_CONFIGS:
         close = difflib.get_close_matches(spec.adapter, TASK_CONFIGS, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

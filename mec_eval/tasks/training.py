@@ -1,17 +1,15 @@
-"""Supervised training on top of a checkpoint's backbone: one resumable loop for every trained protocol.
+"""Supervised training on top of a checkpoint's backbone, on the one training engine.
 
 The linear probe (frozen backbone, MEC ``main_lincls.py``), semi-supervised fine-tuning (Barlow
 Twins ``evaluate.py``) and ssl-transfer fine-tuning differ only in which parameters train, the
-optimiser, the schedule and the loss; this module runs all three. State (trainable weights,
-optimiser, epoch, step) is saved atomically to ``state.pt`` after every epoch, so a killed or
-re-queued job continues from its last finished epoch and ends exactly where an uninterrupted run
-would. Evaluation goes through a metric evaluator (``reset/process/evaluate``).
+optimiser, the schedule and the loss; :func:`fit_then_predict` runs all three on
+:class:`mec_eval.training.engine.TrainingEngine`, which keeps ``state.pt`` (trainable weights,
+optimiser, iteration) saved every ``optim.save_every`` iterations, at epoch ends and on SIGTERM /
+SIGUSR1, so a killed or re-queued job ends exactly where an uninterrupted run would. Test
+predictions are made on this process's share and gathered by the metric evaluators.
 """
 from __future__ import annotations
 
-import math
-import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,12 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
 from mec_eval.data import build_dataset
 from mec_eval.data.transforms import interpolation_mode, train_transform
-from mec_eval.dist import autocast, resolve_device, resolve_precision
+from mec_eval.dist import autocast, is_main_process, resolve_device, resolve_precision
 from mec_eval.log import JsonLogger, progress
-from mec_eval.pretrain.optim import LARS
-from mec_eval.tasks.base import TaskBase
+from mec_eval.tasks.base import TaskBase, TaskContext
 from mec_eval.tasks.features import eval_image_size, test_transform
-from mec_eval.utils import UserError, atomic_torch_save
+from mec_eval.training.distributed import evaluation_share
+from mec_eval.training.engine import Hooks, LoopOptions, TrainingEngine, make_plan
+from mec_eval.training.state import StateFile
 
 
 class TrainedTask(TaskBase):
@@ -74,66 +73,6 @@ class Classifier(nn.Module):
         (self.head if self.frozen else self).load_state_dict(state)
 
 
-@dataclass
-class TrainPlan:
-    """How long and how fast: iterations per epoch, epochs, total iterations and the actual batch."""
-    batch_size: int
-    iters_per_epoch: int
-    epochs: int
-    total_iters: int
-
-
-def make_plan(n_train: int, optim: EvalOptimConfig) -> TrainPlan:
-    """Epoch-based (``optim.epochs``) or step-based (``optim.steps``, ssl-transfer) training length."""
-    if n_train < 2:
-        raise UserError(f"the training split has {n_train} image(s); need at least 2")
-    if optim.batch_size < 2 or (optim.steps <= 0 and optim.epochs <= 0):
-        raise UserError("optim.batch_size must be >= 2 and optim.epochs (or optim.steps) > 0")
-    batch = min(optim.batch_size, n_train)  # a batch larger than the split is the whole split
-    per_epoch = math.ceil(n_train / batch)
-    if optim.steps > 0:
-        return TrainPlan(batch, per_epoch, math.ceil(optim.steps / per_epoch), optim.steps)
-    return TrainPlan(batch, per_epoch, optim.epochs, optim.epochs * per_epoch)
-
-
-def peak_lr(optim: EvalOptimConfig, batch_size: int) -> float:
-    """``base_lr * batch / 256`` (linear scaling, with the batch actually used) or ``base_lr``."""
-    if optim.lr_scaling == "linear":
-        return optim.base_lr * batch_size / 256
-    if optim.lr_scaling == "none":
-        return optim.base_lr
-    raise UserError(f"unknown optim.lr_scaling '{optim.lr_scaling}' (choose linear or none)")
-
-
-def lr_factor(optim: EvalOptimConfig, step: int, plan: TrainPlan) -> float:
-    """Multiplier of each group's peak lr at iteration ``step``: linear warm-up, then the schedule."""
-    epoch = step / plan.iters_per_epoch
-    if optim.warmup_epochs > 0 and epoch < optim.warmup_epochs:
-        return (step + 1) / (optim.warmup_epochs * plan.iters_per_epoch)
-    if optim.schedule == "constant":
-        return 1.0
-    if optim.schedule == "cosine":
-        warm = optim.warmup_epochs * plan.iters_per_epoch
-        progress_ = (step - warm) / max(plan.total_iters - warm, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(max(progress_, 0.0), 1.0)))
-    if optim.schedule == "cosine-epoch":  # torch CosineAnnealingLR(T_max=epochs) stepped once per epoch
-        return 0.5 * (1 + math.cos(math.pi * math.floor(epoch) / plan.epochs))
-    raise UserError(f"unknown optim.schedule '{optim.schedule}' (choose cosine, cosine-epoch or constant)")
-
-
-def build_optimizer(groups: list[dict], optim: EvalOptimConfig) -> torch.optim.Optimizer:
-    """SGD (optionally Nesterov) or LARS with the trust ratio on every parameter (apex LARC, clip=False)."""
-    for group in groups:
-        group["peak_lr"] = group["lr"]
-    if optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=optim.momentum, nesterov=optim.nesterov,
-                               weight_decay=optim.weight_decay)
-    if optim.name == "lars":
-        return LARS(groups, lr=groups[0]["lr"], momentum=optim.momentum, weight_decay=optim.weight_decay,
-                    trust_coefficient=optim.lars_trust, exclude_1d=False)
-    raise UserError(f"unknown optim.name '{optim.name}' (choose sgd or lars)")
-
-
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
     """Cross-entropy, or per-class BCE for multi-label sets where only label 1 is positive (ssl-transfer)."""
     if multilabel:
@@ -141,75 +80,35 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel:
     return F.cross_entropy(logits.float(), targets.long())
 
 
-@dataclass
-class Trainer:
-    """Trains ``model`` on a dataset with the given optimiser settings, resumable from ``state_path``."""
-    model: Classifier
-    groups: list[dict]
-    optim: EvalOptimConfig
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    seed: int
-    state_path: Path
-    multilabel: bool = False
-    num_workers: int = 0
-    quiet: bool = False
-    logger: JsonLogger | None = None
+def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, optim: EvalOptimConfig,
+                      data: EvalDataConfig, run: EvalRunConfig, workdir: Path, quiet: bool = False,
+                      multilabel: bool = False) -> TrainingEngine:
+    """The engine that trains ``model`` on ``train`` with ``optim``, resumable from ``workdir/state.pt``.
 
-    def fit(self, dataset: Dataset) -> TrainPlan:
-        plan = make_plan(len(dataset), self.optim)
-        model = self.model.to(self.device).to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(self.groups, self.optim)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        epoch, step = self._resume(optimizer)
-        while epoch < plan.epochs and step < plan.total_iters:
-            model.train()
-            torch.manual_seed(self.seed * 100_003 + epoch)  # augmentations: same draws after a resume
-            order = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            loader = DataLoader(dataset, batch_size=plan.batch_size, shuffle=True, generator=order,
-                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
-            total = min(plan.iters_per_epoch, plan.total_iters - step)
-            losses = []
-            for i, (images, targets) in enumerate(progress(loader, total=total, desc=f"train {epoch + 1}/{plan.epochs}",
-                                                           quiet=self.quiet)):
-                if i >= total:
-                    break
-                if len(images) < 2:
-                    continue  # BatchNorm cannot train on a single image (a ragged last batch)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["peak_lr"] * lr_factor(self.optim, step, plan)
-                images = images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with autocast(self.device, self.amp_dtype):
-                    logits = model(images)
-                loss = classification_loss(logits, targets.to(self.device), self.multilabel)
-                if not torch.isfinite(loss):
-                    raise UserError(f"non-finite training loss at step {step}: lower optim.base_lr "
-                                    f"(now {self.optim.base_lr}) or optim.head_lr, or use run.precision=fp32")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.item())
-                step += 1
-            epoch += 1
-            atomic_torch_save({"epoch": epoch, "step": step, "model": model.trainable_state(),
-                               "optimizer": optimizer.state_dict()}, self.state_path)
-            if self.logger is not None:
-                self.logger.log(event="train_epoch", epoch=epoch, step=step,
-                                loss=sum(losses) / max(len(losses), 1), lr=optimizer.param_groups[0]["lr"])
-        return plan
+    Groups without an ``lr`` get the scaled lr (``optim.base_lr`` x effective batch / 256 or as is).
+    """
+    device = resolve_device(run.device)
+    amp = resolve_precision(run.precision, device)
+    workdir.mkdir(parents=True, exist_ok=True)
+    logger = JsonLogger(workdir / "log.jsonl" if is_main_process() else None, quiet=True)
 
-    def _resume(self, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
-        if not self.state_path.is_file():
-            return 0, 0
-        try:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-            self.model.load_trainable_state(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            return int(state["epoch"]), int(state["step"])
-        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, EOFError, pickle.UnpicklingError) as err:
-            raise UserError(f"cannot resume from {self.state_path} ({type(err).__name__}: {err}); "
-                            "delete it to start this run over") from None
+    def step(net: nn.Module, batch) -> torch.Tensor:
+        images, targets = batch
+        with autocast(device, amp):
+            logits = net(images)
+        return classification_loss(logits, targets, multilabel)
+
+    def epoch_record(epochs_done: int, stats: dict) -> None:
+        logger.log(event="train_epoch", epoch=epochs_done, step=stats["iteration"], loss=stats["loss"], lr=stats["lr"])
+
+    options = LoopOptions(seed=run.seed, device=device, amp_dtype=amp, save_every=optim.save_every,
+                          log_every=optim.log_every, sync_bn=optim.sync_bn, num_workers=data.num_workers, quiet=quiet,
+                          desc="train", non_finite_hint=f"lower optim.base_lr (now {optim.base_lr}) or optim.head_lr, "
+                                                        "or use run.precision=fp32")
+    plan = make_plan(len(train), optim.batch_size, optim.epochs, optim.steps)
+    store = StateFile(workdir / "state.pt", model.trainable_state, model.load_trainable_state)
+    return TrainingEngine(model, groups, step, train, optim, plan, options, store, logger,
+                          Hooks(on_epoch_end=epoch_record))
 
 
 @torch.no_grad()
@@ -236,14 +135,17 @@ def supervised_sets(data: EvalDataConfig) -> tuple[Dataset, Dataset]:
 
 
 def fit_then_predict(model: Classifier, groups: list[dict], train: Dataset, test: Dataset, optim: EvalOptimConfig,
-                     data: EvalDataConfig, run: EvalRunConfig, workdir: Path, quiet: bool = False,
-                     multilabel: bool = False) -> tuple[TrainPlan, torch.Tensor, torch.Tensor]:
-    """Train ``model`` on ``train`` (resumable from ``workdir/state.pt``), then score ``test``."""
-    device = resolve_device(run.device)
-    amp = resolve_precision(run.precision, device)
-    workdir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model, groups, optim, device, amp, run.seed, workdir / "state.pt", multilabel=multilabel,
-                      num_workers=data.num_workers, quiet=quiet, logger=JsonLogger(workdir / "log.jsonl", quiet=True))
-    plan = trainer.fit(train)
-    scores, targets = predict(model, test, data.batch_size, device, amp, data.num_workers, quiet)
-    return plan, scores, targets
+                     data: EvalDataConfig, run: EvalRunConfig, workdir: Path, ctx: TaskContext,
+                     multilabel: bool = False) -> tuple[TrainingEngine, torch.Tensor, torch.Tensor]:
+    """Train ``model`` on ``train`` (resumable), then score this process's share of ``test``.
+
+    Returns the engine (its ``scale`` and ``plan``), and the local scores and targets: feed them to a
+    metric evaluator, whose ``evaluate()`` gathers every process's share.
+    """
+    engine = classifier_engine(model, groups, train, optim, data, run, workdir, ctx.quiet, multilabel)
+    if is_main_process():
+        ctx.logger.info(engine.scale_line())
+    engine.fit()
+    scores, targets = predict(model, evaluation_share(test), data.batch_size, engine.options.device,
+                              engine.options.amp_dtype, data.num_workers, ctx.quiet)
+    return engine, scores, targets

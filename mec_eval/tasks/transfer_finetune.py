@@ -25,6 +25,8 @@ from mec_eval.config import EvalDataConfig, EvalOptimConfig
 from mec_eval.data import build_dataset, dataset_spec
 from mec_eval.data.subsets import holdout_split
 from mec_eval.data.transforms import interpolation_mode, train_transform
+from mec_eval.dist import barrier, is_main_process
+from mec_eval.metrics.evaluator import gather_columns
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.configs import TransferFinetuneConfig
 from mec_eval.tasks.features import test_transform
@@ -64,16 +66,20 @@ class TransferFinetuneTask(TrainedTask):
     Config = TransferFinetuneConfig
     expand = classmethod(expand_all_transfer_sets)
 
-    def _train_and_score(self, encoder: Encoder, cfg: TransferFinetuneConfig, optim: EvalOptimConfig,
-                         fit_on: Dataset, score_on: Dataset, num_classes: int, folder: Path) -> dict[str, float]:
+    def _train_and_score(self, encoder: Encoder, cfg: TransferFinetuneConfig, optim: EvalOptimConfig, fit_on: Dataset,
+                         score_on: Dataset, num_classes: int, folder: Path) -> tuple[dict[str, float], dict]:
+        """Metrics on ``score_on`` after training on ``fit_on``, and the run's scale (result.json)."""
         spec = dataset_spec(cfg.data.name)
         backbone = copy.deepcopy(encoder.backbone)  # every run starts from the pre-trained weights
         torch.manual_seed(cfg.run.seed)  # same head initialisation for every grid point and after a resume
         model = Classifier(backbone, nn.Linear(encoder.feature_dim, num_classes), frozen=False)
-        _, scores, targets = fit_then_predict(model, [{"params": list(model.parameters()), "lr": optim.base_lr}],
-                                              fit_on, score_on, optim, cfg.data, cfg.run, folder, self.quiet,
-                                              multilabel=spec.multilabel)
-        return score(spec.metric, scores.numpy().astype(np.float64), targets.numpy())
+        engine, scores, targets = fit_then_predict(model, [{"params": list(model.parameters())}], fit_on, score_on,
+                                                   optim, cfg.data, cfg.run, folder, self.ctx,
+                                                   multilabel=spec.multilabel)
+        # Every process scored its share; the metric needs all rows (their order does not matter).
+        parts = gather_columns((scores, targets))
+        scores, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return score(spec.metric, scores.numpy().astype(np.float64), targets.numpy()), engine.scale
 
     def run(self, encoder: Encoder, cfg: TransferFinetuneConfig, workdir: Path) -> Result:
         if cfg.data.name == "all":
@@ -90,21 +96,25 @@ class TransferFinetuneTask(TrainedTask):
                 done = point / "val.json"
                 if not done.is_file():
                     optim = dataclasses.replace(cfg.optim, base_lr=lr, weight_decay=factor / lr, lr_scaling="none")
-                    val = self._train_and_score(encoder, cfg, optim, splits.train, splits.val, len(splits.classes), point)
-                    atomic_write_text(done, json.dumps({"lr": lr, "weight_decay": factor / lr, **val}))
-                    (point / "state.pt").unlink(missing_ok=True)  # the weights of a finished point are not needed
+                    val, _ = self._train_and_score(encoder, cfg, optim, splits.train, splits.val,
+                                                   len(splits.classes), point)
+                    if is_main_process():  # rank 0 writes; the others wait for the record before reading it
+                        atomic_write_text(done, json.dumps({"lr": lr, "weight_decay": factor / lr, **val}))
+                        (point / "state.pt").unlink(missing_ok=True)  # a finished point's weights are not needed
+                    barrier()
                 searched.append(_read_point(done))
         best = max(range(len(searched)), key=lambda i: (searched[i][metric], -i))  # first maximum, as finetune.py
         chosen = searched[best]
-        optim = dataclasses.replace(cfg.optim, base_lr=chosen["lr"], weight_decay=chosen["weight_decay"], lr_scaling="none")
-        metrics = self._train_and_score(encoder, cfg, optim, splits.trainval, splits.test, len(splits.classes),
-                                        workdir / "final")
+        optim = dataclasses.replace(cfg.optim, base_lr=chosen["lr"], weight_decay=chosen["weight_decay"],
+                                    lr_scaling="none")
+        metrics, scale = self._train_and_score(encoder, cfg, optim, splits.trainval, splits.test,
+                                               len(splits.classes), workdir / "final")
         return Result(dataset=cfg.data.name, metrics=metrics, primary=metric,
                       extra={"selected_lr": chosen["lr"], "selected_weight_decay": chosen["weight_decay"],
                              "val_metric": chosen[metric], "grid": searched, "validation": splits.val_source,
                              "split_source": getattr(splits.test, "split_source", None),
                              "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
-                             "image_size": cfg.data.image_size})
+                             "image_size": cfg.data.image_size}, scale=scale)
 
 
 def _read_point(path: Path) -> dict:

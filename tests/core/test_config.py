@@ -75,7 +75,7 @@ from mec_eval.config import (EvalDataConfig, EvalOptimConfig, EvalRunConfig, Rul
     ("run.precision=xyz", "'run.precision' must be one of auto, fp32, bf16, fp16, got 'xyz'"),
     ("optim.epochs=0", "'optim.epochs' must be >= 1, got 0"),
     ("optim.epochs=-3", "'optim.epochs' must be >= 1, got -3"),
-    ("optim.name=adam", "'optim.name' must be one of sgd, lars, got 'adam'"),
+    ("optim.name=adam", "'optim.name' must be one of sgd, lars, adamw, got 'adam'"),
     ("optim.name=lrs", "did you mean lars"),
     ("data.num_workers=-1", "'data.num_workers' must be in [0, 512], got -1"),
     ("loss.order=0", "'loss.order' must be in [1, 64], got 0"),

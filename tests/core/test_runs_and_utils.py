@@ -80,3 +80,82 @@ def test_safe_name_never_leaves_its_folder():
     long_a, long_b = "a" * 300, "a" * 299 + "b"
     assert len(safe_name(long_a)) <= MAX_NAME and safe_name(long_a) != safe_name(long_b)
     assert safe_name("mec-last") == "mec-last"  # ordinary names unchanged (existing run folders stay valid)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "knnn"}, "unknown task 'knnn'; did you mean knn?"),
+    ({"dataset": "digts"}, "unknown dataset 'digts'; did you mean digits, dtd?"),
+    ({"metrics": {"top1": 91.5, "top3": 99.0}}, "task knn has no metric 'top3'; did you mean top5, top1? (knn writes: top1, top5)"),
+    ({"task": "knn-200", "metrics": {"top1": 1.0, "AP": 2.0}}, "task knn-200 (a variant of knn) has no metric 'AP'"),
+])
+def test_write_result_refuses_names_outside_the_vocabulary_and_writes_nothing(tmp_path, change, message):
+    result = _result(**change)
+    with pytest.raises(ValueError) as err:
+        write_result(tmp_path / "run", result)
+    assert message in str(err.value) and "a task adapter bug" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r.pop("started"), "'started' is a required property"),
+    (lambda r: r.update(seed="zero"), "seed: 'zero' is not of type 'integer'"),
+    (lambda r: r["checkpoint"].pop("name"), "checkpoint: 'name' is a required property"),
+    (lambda r: r["metrics"].update(top5="99"), "metrics.top5: '99' is not of type 'number'"),
+    (lambda r: r.update(primary="top3"), "primary metric 'top3' is not among the metrics ['top1', 'top5']"),
+])
+def test_write_result_refuses_schema_violations_and_writes_nothing(tmp_path, mutate, message):
+    result = _result()
+    mutate(result)
+    with pytest.raises(ValueError, match="refusing to write result.json of task 'knn'") as err:
+        write_result(tmp_path, result)
+    assert message in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_task_variant_writes_and_the_result_reads_back(tmp_path, validate_result):
+    path = write_result(tmp_path / "run", _result(task="semi-1pct-mec"))
+    assert validate_result(path)["task"] == "semi-1pct-mec"
+
+
+def test_the_schema_is_package_data_and_equals_the_shared_one():
+    from importlib import resources
+    from pathlib import Path
+
+    import jsonschema
+
+    from mec_eval.runs import RESULT_SCHEMA, result_schema
+
+    packaged = resources.files("mec_eval").joinpath(RESULT_SCHEMA)
+    assert packaged.is_file()
+    jsonschema.validators.validator_for(result_schema()).check_schema(result_schema())
+    shared = Path(os.environ.get("MEC_EVAL_SHARED", "")) / "schemas" / "result.schema.json"
+    if not shared.is_file():
+        pytest.skip(f"no shared schema at {shared}")
+    assert packaged.read_bytes() == shared.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_schema(tmp_path):
+    """Build a non-editable wheel from a copy of the sources and look for the schema inside it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    pytest.importorskip("setuptools")
+    repo = Path(__file__).resolve().parents[2]
+    src = tmp_path / "src"
+    shutil.copytree(repo / "mec_eval", src / "mec_eval", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    for folder in ("configs", "tasks", "slurm", "reports/published"):  # what the data-files globs pick up
+        shutil.copytree(repo / folder, src / folder)
+    (src / "checkpoints").mkdir()
+    shutil.copy(repo / "checkpoints/manifest.yaml", src / "checkpoints/manifest.yaml")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    wheel, = (tmp_path / "dist").glob("mec_eval-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("mec_eval/schemas/result.schema.json") == (repo / "mec_eval/schemas/result.schema.json"
+                                                                      ).read_bytes()

@@ -188,12 +188,23 @@ def test_hostile_checkpoint_names_stay_inside_out(canonical, tmp_path, capsys, n
 def test_hostile_task_file_name_stays_inside_out(tmp_path, capsys):
     from mec_eval.utils import resource_dir
 
-    spec = tmp_path / "...yaml"
+    spec = tmp_path / "knn-...yaml"  # a variant of knn (result.json says task "knn-.."), dots and all
     spec.write_text((resource_dir("tasks") / "knn.yaml").read_text())
     runs = tmp_path / "a" / "runs"
     assert main(["run", "--task", str(spec), "--ckpt", "random:resnet_tiny", "--out", str(runs), *DIGITS]) == 0
     written = Path(capsys.readouterr().out.split()[0]).resolve()
     assert runs.resolve() in written.parents
+
+
+def test_task_file_named_outside_the_vocabulary_is_refused_before_work(tmp_path, capsys):
+    from mec_eval.utils import resource_dir
+
+    spec = tmp_path / "...yaml"
+    spec.write_text((resource_dir("tasks") / "knn.yaml").read_text())
+    runs = tmp_path / "runs"
+    expect_user_error(capsys, ["run", "--task", str(spec), "--ckpt", "random:resnet_tiny", "--out", str(runs),
+                               *DIGITS], "name the YAML file after the task it runs")
+    assert not runs.exists()
 
 
 def test_symlink_inside_runs_pointing_outside_is_refused(tmp_path, capsys):
@@ -512,3 +523,118 @@ def test_forced_layout_and_arch_flags(canonical, tmp_path, capsys):
     detected = json.loads(Path(capsys.readouterr().out.strip()).read_text())
     assert detected["metrics"] == forced["metrics"]  # the same weights, however they were read
     assert len(list(runs.rglob("result.json"))) == 2  # forced and detected readings are separate runs
+
+
+# ----------------------------------------------------------------------------- grids, status, watch, profiles
+SUITE = ["suite", "--ckpt", "random:resnet_tiny", "--tasks", "knn"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--ckpt", ""], "--ckpt is empty"),
+    (["--ckpt", ",,"], "--ckpt is empty"),
+    (["--watch", "."], "exactly one"),
+    (["--every", "2"], "--every applies to --watch"),
+    (["--every", "0"], "--every"),
+    (["--parallel", "2"], "--parallel applies to"),
+    (["--executor", "local-parallel", "--parallel", "0"], "--parallel"),
+    (["--executor", "local-parallel", "--parallel", "two"], "integer"),
+    (["--executor", "local-parallel", "--parallel", "99999999999999999999"], "--parallel"),
+    (["--poll", "nan"], "--poll"),
+    (["--force", "--retry-failed"], "choose one"),
+    (["--cluster", "eval-1gpu"], "apply to --executor slurm or local-parallel"),
+    (["--executor", "local-parallel", "--cluster", "eval-1gp"], "did you mean eval-1gpu"),
+    (["--executor", "local-parallel", "--cluster", ".."], "no cluster profile named '..'"),
+    (["--executor", "local-parallel", "--cluster", "$x$"], "$x$"),
+    (["--executor", "local-parallel", "--cluster", "<b>x</b>.yaml"], "not found"),
+    (["--executor", "local-parallel", "--cluster", "é" * 300], "no cluster profile"),
+    (["--executor", "local-parallel", "--cluster-set", "gpus_per_nod=2"], "cluster.gpus_per_node"),
+    (["--executor", "local-parallel", "--cluster-set", "timeout_min=ten"], "cluster.timeout_min"),
+    (["--executor", "local-parallel", "--cluster-set", "timeout_min=-5"], "cluster.timeout_min"),
+    (["--executor", "local-parallel", "--cluster-set", "$x$"], "key=value"),
+    (["--executor", "local-parallel", "--cluster-set", "partition=a\nb"], "cluster.partition"),
+    (["--executor", "local-parallel", "--cluster-set", "qos=分区 x"], "cluster.qos"),
+    (["--executor", "local-parallel", "--cluster", "multinode-4x8gpu"], "nodes=4"),
+])
+def test_suite_dispatch_flags(tmp_path, capsys, extra, needle):
+    before = snapshot(tmp_path)
+    argv = SUITE + ["--out", str(tmp_path / "runs"), *DIGITS, *extra]
+    if "--watch" in extra:
+        argv.remove("--tasks")
+    expect_user_error(capsys, argv, needle)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda t: t / "missing", "does not exist"),
+    (lambda t: (t / "f").write_text("x") and t / "f", "is a file"),
+    (lambda t: t, "not a pre-training output folder"),
+    (lambda t: t / ("ü" * 250), "too long"),
+])
+def test_watch_folder_errors(tmp_path, capsys, make, needle):
+    target = make(tmp_path)
+    before = snapshot(tmp_path)
+    expect_user_error(capsys, ["suite", "--watch", str(target), "--tasks", "knn", "--out", str(tmp_path / "runs"),
+                               *DIGITS], needle)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda t: t / "missing", "does not exist"),
+    (lambda t: (t / "f.json").write_text("{}") and t / "f.json", "is a file"),
+    (lambda t: t / "<i>$x$</i>", "does not exist"),
+])
+def test_status_argument_errors(tmp_path, capsys, make, needle):
+    target = make(tmp_path)
+    before = snapshot(tmp_path)
+    expect_user_error(capsys, ["status", str(target)], needle)
+    assert snapshot(tmp_path) == before
+
+
+def test_status_of_damaged_records_is_a_table(tmp_path, capsys):
+    run = tmp_path / "runs" / "knn" / "c" / "h"
+    run.mkdir(parents=True)
+    (run / "job.json").write_text("{not json")
+    (run / "failed.json").write_text(json.dumps({"error": "x", "tail": ["<script>x</script>", "\u202etxt.exe\x1b[2J"]}))
+    assert main(["status", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert " failed " in out and "<script>x</script>" in out and "txt.exe" in out
+    assert "\u202e" not in out and "\x1b" not in out  # no terminal control from a record
+
+
+def test_pretrain_dispatch_errors_leave_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "pre"
+    expect_user_error(capsys, ["pretrain", "--config", "digits", "--out", str(out), "--executor", "local-parallel",
+                               "--cluster", "node-8gpu", "--cluster-set", "nodes=2", *TINY_PRETRAIN], "nodes=2")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    expect_user_error(capsys, ["pretrain", "--config", "digits", "--out", str(out), "--executor", "slurm",
+                               *TINY_PRETRAIN], "sbatch")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["suite", "--help"], ["status", "--help"], ["pretrain", "--help"],
+    ["status", "nowhere"],
+    ["suite", "--ckpt", "random:resnet_tiny", "--executor", "local-parallel", "--cluster", "nosuch"],
+    ["suite", "--ckpt", "random:resnet_tiny", "--executor", "slurm", "--cluster", "eval-1gpu"],  # no sbatch here
+    ["suite", "--watch", "nowhere", "--tasks", "knn"],
+    ["pretrain", "--config", "digits", "--executor", "local-parallel", "--cluster-set", "gpu=1"],
+])
+def test_no_torch_import_for_dispatch_help_status_and_profile_errors(argv, tmp_path):
+    code = ("import sys, os\nos.environ['PATH'] = '/nonexistent'\nfrom mec_eval.cli import main\ntry:\n"
+            f"    rc = main({argv!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc)")
+    proc = _fresh_python(code, tmp_path)
+    assert proc.stdout.split()[-2:] in (["NOTORCH", "0"], ["NOTORCH", "2"]), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_status_reads_a_runs_folder_without_torch(tmp_path):
+    run = tmp_path / "runs" / "knn" / "c" / "h"
+    run.mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"task": "knn", "checkpoint": "c", "job_id": "7_1"}))
+    code = ("import sys\nfrom mec_eval.cli import main\nrc = main(['status', 'runs'])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', rc)")
+    proc = _fresh_python(code, tmp_path)
+    assert "pending" in proc.stdout and "7_1" in proc.stdout
+    assert proc.stdout.split()[-2:] == ["NOTORCH", "0"], proc.stdout + proc.stderr

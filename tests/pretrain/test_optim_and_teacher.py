@@ -5,17 +5,19 @@ import torch
 from torch import nn
 
 from mec_eval.models import EMATeacher, build_predictor, build_projector, cosine_momentum
-from mec_eval.pretrain.optim import LARS, build_optimizer, scaled_lr, warmup_cosine
+from mec_eval.training.optim import LARS, build_optimizer
+from mec_eval.training.schedule import LRSchedule, scaled_lr
 from mec_eval.utils import UserError
 
 
 def test_warmup_then_cosine_known_points():
     peak = 2.0
-    assert warmup_cosine(0.0, peak, 10, 100) == 0.0
-    assert warmup_cosine(5.0, peak, 10, 100) == pytest.approx(1.0)
-    assert warmup_cosine(10.0, peak, 10, 100) == pytest.approx(peak)
-    assert warmup_cosine(55.0, peak, 10, 100) == pytest.approx(1.0)  # half-way down the cosine
-    assert warmup_cosine(100.0, peak, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    lr = LRSchedule("cosine", iters_per_epoch=1, total_iters=100, warmup_epochs=10).factor
+    assert peak * lr(0) == 0.0
+    assert peak * lr(5) == pytest.approx(1.0)
+    assert peak * lr(10) == pytest.approx(peak)
+    assert peak * lr(55) == pytest.approx(1.0)  # half-way down the cosine
+    assert peak * lr(100) == pytest.approx(0.0, abs=1e-12)
     assert scaled_lr(0.5, 1024) == 2.0  # App. C: 0.5 * 1024 / 256
 
 

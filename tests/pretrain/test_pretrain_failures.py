@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from mec_eval.config import load_pretrain_config
-from mec_eval.pretrain import engine
 from mec_eval.pretrain.main import pretrain
+from mec_eval.training import engine
 from mec_eval.utils import UserError
 
 TINY = ["data.name=digits", "optim.epochs=1", "optim.batch_size=32", "run.max_steps_per_epoch=1",
@@ -47,7 +47,7 @@ def test_failure_during_first_epoch_removes_only_what_it_created(tmp_path, monke
     def boom(*args, **kwargs):
         raise UserError("the loss became non-finite")
 
-    monkeypatch.setattr("mec_eval.pretrain.main.train_one_epoch", boom)
+    monkeypatch.setattr(engine.TrainingEngine, "fit", boom)
     with pytest.raises(UserError, match="non-finite"):
         pretrain(tiny(), out, quiet=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # config.yaml and log.jsonl removed

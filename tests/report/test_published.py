@@ -226,13 +226,3 @@ def test_invalid_yaml_is_a_user_error(tmp_path):
     (tmp_path / "toy.yaml").write_text("rows: [unclosed\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"toy\.yaml: not valid YAML"):
         load_published(directory=tmp_path)
-
-
-def test_report_vocabulary_agrees_with_the_dataset_registry():
-    """The report keeps its own copy of the transfer vocabulary (it never imports the data layer at
-    render time); this pins the copy to the registry the tasks use."""
-    from mec_eval.data import TRANSFER_DATASETS, dataset_spec
-    from mec_eval.report import catalog
-
-    assert catalog.TRANSFER_DATASETS == TRANSFER_DATASETS
-    assert catalog.TRANSFER_METRICS == {name: dataset_spec(name).metric for name in TRANSFER_DATASETS}

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import top_k_accuracy_score
 
 from mec_eval.metrics.classification import ClassificationEvaluator, topk_accuracy
-from mec_eval.tasks.knn import knn_scores
+from mec_eval.tasks.knn import knn_scores, knn_votes
 
 
 def _loop_knn(train, labels, test, classes, k, t):
@@ -24,6 +25,19 @@ def test_knn_scores_match_independent_loop():
     labels = rng.integers(0, 4, size=60)
     ours = knn_scores(torch.tensor(train), torch.tensor(labels), torch.tensor(test), 4, k=5, temperature=0.07, chunk=4)
     np.testing.assert_allclose(ours.numpy(), _loop_knn(train, labels, test, 4, 5, 0.07), rtol=1e-4)
+
+
+def test_knn_votes_of_interleaved_chunks_are_the_bits_of_one_pass():
+    """What each of N processes scores (every N-th chunk) is exactly what one process scores for those rows."""
+    rng = np.random.default_rng(4)
+    train, test = torch.tensor(rng.normal(size=(80, 8))), torch.tensor(rng.normal(size=(23, 8)))
+    labels = torch.tensor(rng.integers(0, 5, size=80))
+    whole = knn_scores(train, labels, test, 5, k=7, temperature=0.1, chunk=4)
+    chunks = [range(s, min(s + 4, 23)) for s in range(0, 23, 4)]
+    train_n, test_n = F.normalize(train.float(), dim=1), F.normalize(test.float(), dim=1)
+    for share in (chunks[0::2], chunks[1::2]):  # rank 0's and rank 1's chunks of 2 processes
+        for rows, votes in zip(share, knn_votes(train_n, labels, test_n, 5, 7, 0.1, share)):
+            assert torch.equal(votes, whole[rows.start:rows.stop])
 
 
 def test_knn_recovers_separated_clusters():

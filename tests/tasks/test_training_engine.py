@@ -1,4 +1,4 @@
-"""The shared supervised-training loop: schedules against torch's, LARC step, resume, frozen probe head."""
+"""Trained tasks on the shared engine: schedules against torch's, LARC step, resume, frozen probe head."""
 import math
 
 import numpy as np
@@ -8,13 +8,21 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from mec_eval.config import EvalOptimConfig
-from mec_eval.pretrain.optim import LARS
+from mec_eval.config import EvalDataConfig, EvalOptimConfig, EvalRunConfig
 from mec_eval.tasks.linear import probe_head
 from mec_eval.tasks.linear_fast import fit_logistic
-from mec_eval.tasks import training
-from mec_eval.tasks.training import Classifier, Trainer, lr_factor, make_plan, peak_lr
+from mec_eval.tasks.training import Classifier, classifier_engine
+from mec_eval.training import state as state_module
+from mec_eval.training.engine import make_plan
+from mec_eval.training.optim import LARS
+from mec_eval.training.schedule import scaled_lr, schedule_from_config
 from mec_eval.utils import UserError
+
+
+def _factors(optim: EvalOptimConfig, n_train: int) -> list[float]:
+    plan = make_plan(n_train, optim.batch_size, optim.epochs, optim.steps, world=1)
+    schedule = schedule_from_config(optim, plan.iters_per_epoch, plan.total_iters)
+    return [schedule.factor(i) for i in range(plan.total_iters)]
 
 
 def _torch_schedule(scheduler_cls, steps, stepped_every, total, **kw):
@@ -32,30 +40,27 @@ def _torch_schedule(scheduler_cls, steps, stepped_every, total, **kw):
 
 def test_cosine_per_step_equals_torch_cosine_annealing():
     """ssl-transfer finetune.py: CosineAnnealingLR(T_max=steps), stepped every iteration."""
-    optim = EvalOptimConfig(steps=50, batch_size=8, schedule="cosine")
-    plan = make_plan(80, optim)
-    ours = [lr_factor(optim, s, plan) for s in range(50)]
+    ours = _factors(EvalOptimConfig(steps=50, batch_size=8, schedule="cosine"), 80)
     ref = _torch_schedule(torch.optim.lr_scheduler.CosineAnnealingLR, 50, 1, 50, T_max=50)
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
 def test_cosine_epoch_equals_torch_stepped_per_epoch():
     """Barlow Twins evaluate.py: CosineAnnealingLR(T_max=epochs), stepped once per epoch."""
-    optim = EvalOptimConfig(epochs=4, batch_size=10, schedule="cosine-epoch")
-    plan = make_plan(30, optim)  # 3 iterations per epoch
-    ours = [lr_factor(optim, s, plan) for s in range(plan.total_iters)]
+    ours = _factors(EvalOptimConfig(epochs=4, batch_size=10, schedule="cosine-epoch"), 30)  # 3 iterations per epoch
     ref = _torch_schedule(torch.optim.lr_scheduler.CosineAnnealingLR, 12, 3, 12, T_max=4)
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
 def test_plan_and_lr_scaling():
-    optim = EvalOptimConfig(epochs=100, batch_size=4096, base_lr=0.03)
-    plan = make_plan(1257, optim)
-    assert (plan.batch_size, plan.iters_per_epoch, plan.total_iters) == (1257, 1, 100)
-    assert peak_lr(optim, 4096) == pytest.approx(0.48)  # main_lincls.py: 0.03 * 4096 / 256
-    assert make_plan(100, EvalOptimConfig(steps=25, batch_size=64)).epochs == 13
+    plan = make_plan(1257, 4096, 100, world=1)
+    assert (plan.effective_batch, plan.iters_per_epoch, plan.total_iters) == (1257, 1, 100)
+    assert scaled_lr(0.03, 4096, "linear") == pytest.approx(0.48)  # main_lincls.py: 0.03 * 4096 / 256
+    assert make_plan(100, 64, 0, steps=25, world=1).epochs == 13
+    assert make_plan(1257, 256, 2, world=1).total_iters == 10  # a ragged last batch of 233 is kept
+    assert make_plan(33, 8, 1, world=1).iters_per_epoch == 4  # a last batch of 1 image is dropped (BatchNorm)
     with pytest.raises(UserError, match="lr_scaling"):
-        peak_lr(EvalOptimConfig(lr_scaling="sqrt"), 256)
+        scaled_lr(0.1, 256, "sqrt")
 
 
 def test_lars_on_every_parameter_matches_apex_larc_formula():
@@ -103,54 +108,57 @@ class _TinyBackbone(nn.Module):
         return self.bn(self.conv(x)).relu().mean((2, 3))
 
 
-def _trainer(tmp_path, name, epochs, frozen):
+def _engine(tmp_path, name, epochs, frozen, data):
     torch.manual_seed(0)
     model = Classifier(_TinyBackbone(), nn.Linear(8, 3), frozen=frozen, chunk=4)
     params = list(model.head.parameters()) if frozen else list(model.parameters())
-    optim = EvalOptimConfig(name="sgd", epochs=epochs, batch_size=8, base_lr=0.5, lr_scaling="none")
-    return Trainer(model, [{"params": params, "lr": 0.5}], optim, torch.device("cpu"), None, seed=3,
-                   state_path=tmp_path / name / "state.pt", quiet=True)
+    optim = EvalOptimConfig(name="sgd", epochs=epochs, batch_size=8, base_lr=0.5, lr_scaling="none", save_every=3)
+    run = EvalRunConfig(device="cpu", precision="fp32", seed=3)
+    return classifier_engine(model, [{"params": params}], data, optim, EvalDataConfig(), run, tmp_path / name,
+                             quiet=True)
+
+
+def _data(value=None):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(30, 3, 6, 6, generator=gen) if value is None else torch.full((8, 3, 4, 4), value)
+    return TensorDataset(images, torch.randint(0, 3, (len(images),), generator=gen))
 
 
 @pytest.mark.parametrize("frozen", [True, False])
-def test_resume_after_an_interruption_is_bit_identical(tmp_path, frozen, monkeypatch):
-    gen = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(30, 3, 6, 6, generator=gen), torch.randint(0, 3, (30,), generator=gen))
-    (tmp_path / "straight").mkdir()
-    (tmp_path / "resumed").mkdir()
-    straight = _trainer(tmp_path, "straight", 4, frozen)
-    straight.fit(data)
-    saves = []
-    real_save = training.atomic_torch_save
+def test_resume_after_an_interruption_mid_epoch_is_bit_identical(tmp_path, frozen, monkeypatch):
+    data = _data()
+    straight = _engine(tmp_path, "straight", 4, frozen, data)
+    assert straight.fit() == 16  # 4 epochs x 4 iterations (3 full batches of 8 and one of 6)
+    saved = []
+    real_save = state_module.atomic_torch_save
 
-    def save_then_die(obj, path):  # the job is killed right after its second epoch is saved
+    def save_then_die(obj, path):  # the job is killed right after its third save (iteration 6, mid-epoch 2)
         real_save(obj, path)
-        saves.append(path)
-        if len(saves) == 2:
+        saved.append(obj["iteration"])
+        if len(saved) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "atomic_torch_save", save_then_die)
+    monkeypatch.setattr(state_module, "atomic_torch_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        _trainer(tmp_path, "resumed", 4, frozen).fit(data)
-    monkeypatch.setattr(training, "atomic_torch_save", real_save)
-    resumed = _trainer(tmp_path, "resumed", 4, frozen)       # a fresh process continues
-    resumed.fit(data)
+        _engine(tmp_path, "resumed", 4, frozen, data).fit()
+    assert saved == [3, 4, 6]  # every 3 iterations plus each epoch end
+    monkeypatch.setattr(state_module, "atomic_torch_save", real_save)
+    resumed = _engine(tmp_path, "resumed", 4, frozen, data)       # a fresh process continues
+    resumed.fit()
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
     state = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
-    assert (state["epoch"], state["step"]) == (4, 16)
+    assert state["iteration"] == 16
     if frozen:  # the frozen backbone never changed (BatchNorm statistics included)
-        fresh = _trainer(tmp_path, "unused", 1, frozen).model.backbone.state_dict()
+        torch.manual_seed(0)
+        fresh = _TinyBackbone().state_dict()
         for key, value in resumed.model.backbone.state_dict().items():
             assert torch.equal(value, fresh[key]), key
 
 
 def test_non_finite_loss_names_the_learning_rate(tmp_path):
-    data = TensorDataset(torch.full((8, 3, 4, 4), float("nan")), torch.zeros(8, dtype=torch.long))
-    trainer = _trainer(tmp_path, "nan", 1, frozen=False)
-    trainer.state_path.parent.mkdir()
-    with pytest.raises(UserError, match="optim.base_lr"):
-        trainer.fit(data)
+    with pytest.raises(UserError, match="non-finite.*optim.base_lr"):
+        _engine(tmp_path, "nan", 1, False, _data(float("nan"))).fit()
 
 
 def test_frozen_classifier_chunks_give_the_same_features():
