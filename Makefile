@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mec_loss.py
 	$(PY) benchmarks/bench_pretrain_cpu.py
 	$(PY) benchmarks/bench_augment.py
+	$(PY) benchmarks/bench_data_path.py --images 64 --repeats 3
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

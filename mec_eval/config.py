@@ -168,8 +168,8 @@ class DataConfig:
                                     # "cifar" (App. B, no blur)
     crop_min_scale: float = checked(0.2, gt=0, le=1)  # RandomResizedCrop lower bound (App. C)
     augment_backend: str = checked("auto", choices=("auto", "per-sample", "batch"))
-                                    # "per-sample" (torchvision, in loader workers), "batch" (tensor ops on
-                                    # the training device, fixed-size in-memory sets); auto: batch for embedded sets
+                                    # "per-sample" (both views in loader workers), "batch" (workers decode and
+                                    # crop, the training device does the rest); auto: batch (pretrain/inputs.py)
     num_workers: int = checked(0, ge=0, le=512)  # DataLoader workers; 0 keeps CPU cores for the model
 
 
@@ -282,6 +282,12 @@ class EvalDataConfig:
     interpolation: str = checked("bilinear", choices=("bilinear", "bicubic"))  # ssl-transfer resizes bicubic
     batch_size: int = checked(256, ge=1)  # inference batch (feature extraction, evaluation)
     num_workers: int = checked(0, ge=0, le=512)
+    decoded_cache_mb: int = checked(0, ge=0, le=1 << 20)
+                                    # MiB of decoded uint8 images the trained tasks keep per process so epochs
+                                    # after the first skip JPEG decoding (mec_eval.data.image_cache); 0: off.
+                                    # Off by default: it is resident memory a SLURM mem_gb must cover, once
+                                    # per DDP process and per local-parallel run (a set needs H*W*3 bytes
+                                    # per image: Flowers-102 train ~1 GB, Food-101 train ~45 GB)
     subset_file: Optional[str] = None  # ImageNet semi-supervised split (SimCLR 1percent.txt / 10percent.txt)
     percent: float = checked(0.0, ge=0, le=100)  # class-balanced seeded percent subset of train for sets
                                     # without split files

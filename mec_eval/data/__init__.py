@@ -24,7 +24,10 @@ from torch.utils.data import Dataset
 from mec_eval import vocabulary
 from mec_eval.data import folders, transfer
 from mec_eval.data.digits import DigitsDataset
+from mec_eval.data.image_cache import DecodedImageCache, raw_source
 from mec_eval.data.shapes import KINDS, ShapesDataset
+from mec_eval.dist import is_main_process
+from mec_eval.log import JsonLogger
 from mec_eval.registry import Registry
 from mec_eval.utils import UserError
 from mec_eval.vocabulary import DATA_KINDS, TRANSFER_DATASETS, DataKind
@@ -150,16 +153,23 @@ def require_kind(spec: DatasetSpec, kind: DataKind) -> DatasetSpec:
 
 
 def build_dataset(name: str, root: str | None, split: str, transform=None,
-                  kind: DataKind = "classification") -> Dataset:
+                  kind: DataKind = "classification", cache_mb: int = 0, workers: int = 0) -> Dataset:
     """The ``split`` (one of ``dataset_spec(name).splits``; "test" is the val folder of ImageNet/ImageFolder).
 
     ``kind`` is the item contract the caller reads (:data:`ITEM_CONTRACTS`); a dataset of another kind
     is a UserError. Embedded sets ignore ``root``; the others need it and say what layout they expect.
+    ``cache_mb`` > 0 keeps the split's decoded images in memory (:class:`~mec_eval.data.image_cache.
+    DecodedImageCache`, at most ``cache_mb`` MiB for all such sets of the process, decoded now by
+    ``workers`` loader processes); sets without image files to decode (CIFAR, embedded) are returned as is.
     """
     spec = require_kind(dataset_spec(name), kind)
     if split not in spec.splits:
         raise UserError(f"{name}: unknown split '{split}' (choose {' or '.join(spec.splits)})")
-    return spec.build(root, split, transform)
+    dataset = spec.build(root, split, transform)
+    if cache_mb <= 0 or raw_source(dataset) is None:
+        return dataset
+    log = JsonLogger(None).info if is_main_process() else (lambda _message: None)
+    return DecodedImageCache(dataset, cache_mb, workers, label=f"{name}/{split}", log=log)
 
 
 def _shape(value) -> tuple[int, ...] | None:

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import scipy.io
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from mec_eval.data.folders import load_rgb, root_dir
@@ -73,12 +74,25 @@ class TransferDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int):
-        image = load_rgb(self.paths[index])
+    # Decoding and transforming are separate steps so a decoded-image cache
+    # (mec_eval.data.image_cache) can keep the decoded pixels and still run the random transform.
+    @property
+    def image_paths(self) -> list[str]:
+        return self.paths
+
+    def load_image(self, index: int) -> Image.Image:
+        """Image ``index`` decoded, before any transform."""
+        return load_rgb(self.paths[index])
+
+    def make_item(self, index: int, image: Image.Image):
+        """The item of ``index`` from its decoded image: the transform applied, the target attached."""
         if self.transform is not None:
             image = self.transform(image)
         target = torch.from_numpy(self.targets[index]) if self.multilabel else self.targets[index]
         return image, target
+
+    def __getitem__(self, index: int):
+        return self.make_item(index, self.load_image(index))
 
 
 def _dataset_dir(name: str, root, subdirs: tuple[str, ...], marker: str) -> Path:

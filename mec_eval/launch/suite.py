@@ -63,11 +63,14 @@ def plan_grid(ckpts: list[str], tasks: list[str], runs_root: str | Path, overrid
     from mec_eval.launch.records import run_state
     from mec_eval.tasks.runner import expand_task, plan_run
 
+    from mec_eval.checkpoints import load_encoder
+
     jobs, seen = [], set()
     for ckpt in ckpts:
+        encoder = load_encoder(ckpt, arch=arch, layout=layout)  # read once for all its tasks
         for task in tasks:
             for each in expand_task(task, list(overrides)):
-                folder = plan_run(task, ckpt, runs_root, each, arch=arch, layout=layout).folder
+                folder = plan_run(task, ckpt, runs_root, each, arch=arch, layout=layout, encoder=encoder).folder
                 if folder in seen:
                     continue
                 seen.add(folder)

@@ -1,4 +1,17 @@
-"""Training inputs: per-sample torchvision views in the loader, or in-memory uint8 batches + batched views."""
+"""Training inputs: which augmentation backend runs where, and the dataset + batch transform it needs.
+
+- ``per-sample``: loader workers decode each image to a uint8 tensor (ImageFolder / ImageNet) and
+  build both views with :class:`~mec_eval.pretrain.augment.TensorView` (CPU, in the workers).
+- ``batch``, on-disk sets: workers decode and crop both views to uint8 at the view size
+  (:class:`~mec_eval.pretrain.augment.TwoCrops`); the training device applies flip, colour, grey,
+  blur and solarize to the whole batch (:class:`~mec_eval.pretrain.batch_augment.BatchTwoViews`).
+- ``batch``, in-memory sets (embedded, CIFAR): the set is decoded once into one uint8 tensor and
+  cropped on the device as well.
+- ``auto`` is ``batch`` for every set and device: on CUDA it moves the colour work off the loader;
+  on CPU it costs less per image than ``per-sample`` at 32-96 px and about the same at 224 px
+  (``benchmarks/bench_data_path.py``). It depends on nothing a resumed run may change
+  (``data.num_workers``, ``run.device``), so a resumed run keeps its augmentation stream.
+"""
 from __future__ import annotations
 
 import torch
@@ -6,10 +19,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from mec_eval.config import DataConfig
-from mec_eval.data import build_dataset, dataset_spec
-from mec_eval.pretrain.augment import build_two_view_transform
+from mec_eval.data import build_dataset
+from mec_eval.data.decode import decode_to_tensors
+from mec_eval.pretrain.augment import TwoCrops, build_two_view_transform
 from mec_eval.pretrain.batch_augment import BatchTwoViews
 from mec_eval.utils import UserError
+
+BACKENDS = ("auto", "batch", "per-sample")
 
 
 class InMemoryImages(Dataset):
@@ -34,18 +50,23 @@ def materialise(dataset) -> InMemoryImages:
 
 
 def resolve_backend(data: DataConfig) -> str:
-    if data.augment_backend == "auto":
-        return "batch" if dataset_spec(data.name).embedded else "per-sample"
-    if data.augment_backend not in ("batch", "per-sample"):
-        raise UserError(f"unknown data.augment_backend '{data.augment_backend}' (choose auto, batch, per-sample)")
-    return data.augment_backend
+    """``batch`` or ``per-sample`` for ``data.augment_backend`` (see the module docstring)."""
+    if data.augment_backend not in BACKENDS:
+        raise UserError(f"unknown data.augment_backend '{data.augment_backend}' (choose {', '.join(BACKENDS)})")
+    return "batch" if data.augment_backend == "auto" else data.augment_backend
 
 
 def build_training_inputs(data: DataConfig, seed: int):
-    """(dataset, make_views): the loader yields batches; ``make_views(batch)`` returns the two views."""
+    """(dataset, make_views): the loader yields batches; ``make_views(batch)`` returns the two views
+    (None when the loader's items already are the two views)."""
     backend = resolve_backend(data)
-    if backend == "batch":
-        dataset = materialise(build_dataset(data.name, data.root, "train"))
-        return dataset, BatchTwoViews(data.augment, data.image_size, data.crop_min_scale, seed)
-    transform = build_two_view_transform(data.augment, data.image_size, data.crop_min_scale)
-    return build_dataset(data.name, data.root, "train", transform=transform), None
+    if backend == "per-sample":
+        dataset = build_dataset(data.name, data.root, "train",
+                                transform=build_two_view_transform(data.augment, data.image_size, data.crop_min_scale))
+        decode_to_tensors(dataset)
+        return dataset, None
+    dataset = build_dataset(data.name, data.root, "train")
+    if decode_to_tensors(dataset):
+        dataset.transform = TwoCrops(data.augment, data.image_size, data.crop_min_scale)
+        return dataset, BatchTwoViews(data.augment, data.image_size, data.crop_min_scale, seed, cropped=True)
+    return materialise(dataset), BatchTwoViews(data.augment, data.image_size, data.crop_min_scale, seed)

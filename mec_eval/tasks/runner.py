@@ -66,6 +66,17 @@ def run_task_all(task: str, ckpt: str, runs_root: str | Path, overrides: list[st
             for each in expand_task(task, overrides or [])]
 
 
+# Settings that change how a run is carried out but not its result: they stay out of the run
+# folder's hash, so changing them reuses (or resumes) the same run instead of starting another.
+RESULT_NEUTRAL = {"data": ("num_workers", "decoded_cache_mb"), "optim": ("save_every", "log_every")}
+
+
+def result_config(cfg_dict: dict) -> dict:
+    """``cfg_dict`` without the :data:`RESULT_NEUTRAL` settings (what identifies a run's result)."""
+    return {section: ({k: v for k, v in values.items() if k not in RESULT_NEUTRAL.get(section, ())}
+                      if isinstance(values, dict) else values) for section, values in cfg_dict.items()}
+
+
 @dataclass
 class RunPlan:
     """Where one (task, checkpoint, overrides) run lives, resolved without running anything."""
@@ -78,21 +89,23 @@ class RunPlan:
 
 
 def plan_run(task: str, ckpt: str, runs_root: str | Path, overrides: list[str] | None = None,
-             arch: str | None = None, layout: str | None = None) -> RunPlan:
+             arch: str | None = None, layout: str | None = None, encoder=None) -> RunPlan:
     """Resolve the config and read the checkpoint to find the run folder (``RUNS/task/ckpt/hash``).
 
-    Dispatch uses it to know a job's folder at submission time (status, skip, logs).
+    Dispatch uses it to know a job's folder at submission time (status, skip, logs); a grid passes
+    the ``encoder`` it already read from ``ckpt`` (with the same arch / layout) so each file is read once.
     """
     spec, adapter_cls, cfg = resolve_task(task, overrides or [])
-    return _plan(spec, adapter_cls, cfg, ckpt, runs_root, arch, layout)
+    return _plan(spec, adapter_cls, cfg, ckpt, runs_root, arch, layout, encoder)
 
 
 def _plan(spec: TaskSpec, adapter_cls, cfg, ckpt: str, runs_root: str | Path, arch: str | None,
-          layout: str | None) -> RunPlan:
+          layout: str | None, encoder=None) -> RunPlan:
     resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
-    encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
+    if encoder is None:
+        encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
     cfg_dict = to_dict(cfg)
-    ident = {"task": spec.name, "config": cfg_dict, "weights": encoder.sha256 or encoder.name}
+    ident = {"task": spec.name, "config": result_config(cfg_dict), "weights": encoder.sha256 or encoder.name}
     if arch or layout:  # the same file read another way is another run (unforced runs keep their folders)
         ident["read_as"] = {"arch": encoder.arch, "layout": encoder.layout}
     folder = run_dir(Path(runs_root), spec.name, encoder.name, config_hash(ident))

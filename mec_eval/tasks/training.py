@@ -130,7 +130,9 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
 def supervised_sets(data: EvalDataConfig) -> tuple[Dataset, Dataset]:
     """(train split with RandomResizedCrop + flip, test split with resize + centre crop) of ``data``."""
     augment = train_transform(eval_image_size(data), interpolation=interpolation_mode(data.interpolation))
-    return (build_dataset(data.name, data.root, "train", augment),
+    # Decoded training images stay in memory up to data.decoded_cache_mb, so later epochs do not decode again.
+    return (build_dataset(data.name, data.root, "train", augment, cache_mb=data.decoded_cache_mb,
+                          workers=data.num_workers),
             build_dataset(data.name, data.root, "test", test_transform(data)))
 
 

@@ -49,7 +49,10 @@ def finetune_splits(data: EvalDataConfig) -> FinetuneSplits:
     """The four datasets of finetune.py: official val where it exists, else the 20 % hold-out."""
     aug = train_transform(data.image_size, interpolation=interpolation_mode(data.interpolation))
     plain = test_transform(data)
-    build = lambda split, transform: build_dataset(data.name, data.root, split, transform)  # noqa: E731
+    # The test split is read once: only training images are worth the decoded-image cache.
+    build = lambda split, transform: build_dataset(  # noqa: E731
+        data.name, data.root, split, transform, cache_mb=0 if split == "test" else data.decoded_cache_mb,
+        workers=data.num_workers)
     test = build("test", plain)
     if "val" in dataset_spec(data.name).splits:
         train = build("train", aug)

@@ -203,3 +203,16 @@ def test_slurm_and_suite_expand_data_name_all_into_one_run_per_dataset():
     assert [r[-1] for r in runs] == [f"data.name={name}" for name in TRANSFER_DATASETS]
     assert all(r[:2] == ["data.root=/data", "optim.steps=10"] for r in runs)
     assert expand_task("linear-fast", ["data.name=digits"]) == [["data.name=digits"]]
+
+
+def test_settings_that_do_not_change_results_keep_the_run_folder(tmp_path):
+    """num_workers, the decoded-image cache and save/log intervals are left out of the run hash;
+    a setting that changes the result (the seed) is not."""
+    from mec_eval.tasks.runner import plan_run
+
+    def folder(*overrides):
+        return plan_run("linear", "random:resnet_tiny", tmp_path, ["data.name=digits", *overrides]).folder
+
+    base = folder()
+    assert folder("data.num_workers=3", "data.decoded_cache_mb=64", "optim.save_every=7", "optim.log_every=2") == base
+    assert folder("run.seed=1") != base

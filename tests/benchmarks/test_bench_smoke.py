@@ -1,0 +1,43 @@
+"""The GPU and extraction benchmarks run in their reduced CPU modes and print positive, parseable numbers."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def run_script(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_cpu_smoke_prints_every_measurement():
+    out = run_script("benchmarks/bench_gpu.py", "--cpu-smoke", "--workers", "1")
+    assert "cpu_capability" in out
+    for mode in ("per-sample", "gpu-augment"):
+        line = next(line for line in out.splitlines() if line.startswith(f"pretrain[{mode}]"))
+        values = {key: float(value) for key, value in re.findall(rf"([a-z_/]+)={NUMBER}", line)}
+        assert values["img/s"] > 0 and values["gflop_per_step"] > 0 and values["tflop/s"] > 0
+        assert 0 < values["data_wait"] < 100
+        assert "mfu=n/a" in line  # a CPU has no entry in the bf16 peak table
+    extract = re.search(rf"^extract\[resnet_tiny 32px eval no_grad\] img/s={NUMBER}$", out, re.MULTILINE)
+    assert extract and float(extract.group(1)) > 0
+
+
+def test_extraction_benchmark_smoke_prints_both_sides_and_their_ratio():
+    out = run_script("benchmarks/bench_extraction.py", "--smoke")
+    ours = float(re.search(rf"mec-eval extraction img/s={NUMBER}", out).group(1))
+    plain = float(re.search(rf"plain torchvision img/s={NUMBER}", out).group(1))
+    ratio = float(re.search(rf"ratio={NUMBER}x", out).group(1))
+    assert ours > 0 and plain > 0
+    assert ratio == pytest.approx(ours / plain, rel=1e-2)  # the printed img/s are rounded
+    assert "cpu_capability" in out
