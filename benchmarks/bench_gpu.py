@@ -8,11 +8,11 @@ network of ``pretrain.main.build_network``, the MEC objective, ``pretrain.engine
 configured optimiser and the EMA teacher update; the loader reads JPEGs from ``--data`` (an ImageNet
 tree, ``train/<wnid>/*.JPEG``) or from synthetic JPEGs written to a temporary folder. Input modes:
 
-- ``per-sample``: loader workers decode and build both views (``pretrain.augment``, the default path for
-  on-disk sets);
-- ``gpu-augment``: workers decode to a fixed-size uint8 image (resize + centre crop to size * 8/7) and
-  ``pretrain.batch_augment.BatchTwoViews`` makes both views on the GPU (the batched path as it exists:
-  its crops come from that centre region, not from the whole image).
+- ``per-sample``: loader workers decode and build both views (``data.augment_backend=per-sample``);
+- ``gpu-augment``: workers decode and crop both views to uint8 (``pretrain.augment.TwoCrops``) and
+  ``pretrain.batch_augment.BatchTwoViews(cropped=True)`` applies flip, colour, grey, blur and
+  solarize on the GPU (``data.augment_backend=batch``, what ``auto`` picks).
+Both come from ``pretrain.inputs.build_training_inputs``, exactly as ``mec-eval pretrain`` builds them.
 
 Prints per mode: img/s, the share of the step time spent waiting for the loader, GFLOP per step
 (``torch.utils.flop_counter.FlopCounterMode`` over one eager step: forward, backward, teacher) and model
@@ -25,6 +25,7 @@ Usage (GPU node):  python benchmarks/bench_gpu.py [--data /path/imagenet] [--wor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import platform
 import statistics
@@ -37,15 +38,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.transforms import v2
 
 from mec_eval.config import load_pretrain_config
-from mec_eval.data import build_dataset
 from mec_eval.models import build_backbone
 from mec_eval.objectives import build_objective
-from mec_eval.pretrain.augment import build_two_view_transform
-from mec_eval.pretrain.batch_augment import BatchTwoViews
 from mec_eval.pretrain.engine import siamese_step
+from mec_eval.pretrain.inputs import build_training_inputs
 from mec_eval.pretrain.main import build_network
 from mec_eval.tasks.features import iterate_features
 from mec_eval.training.optim import build_optimizer
@@ -76,16 +74,12 @@ def write_synthetic_jpegs(folder: Path, count: int, side: int) -> Path:
 
 
 def build_inputs(mode: str, root: str, data, seed: int):
-    """(dataset, make_views): per-sample views from the workers, or fixed-size uint8 images + batched views."""
-    if mode == "per-sample":
-        views = build_two_view_transform(data.augment, data.image_size, data.crop_min_scale)
-        return build_dataset("imagenet", root, "train", transform=views), None
-    if mode != "gpu-augment":
-        raise SystemExit(f"unknown mode {mode!r} (choose per-sample, gpu-augment)")
-    full = round(data.image_size * 8 / 7)
-    fixed = v2.Compose([v2.ToImage(), v2.Resize(full, antialias=True), v2.CenterCrop(full)])
-    return (build_dataset("imagenet", root, "train", transform=fixed),
-            BatchTwoViews(data.augment, data.image_size, data.crop_min_scale, seed))
+    """(dataset, make_views) of pre-training itself for ``mode`` (see the module docstring)."""
+    backends = {"per-sample": "per-sample", "gpu-augment": "batch"}
+    if mode not in backends:
+        raise SystemExit(f"unknown mode {mode!r} (choose {', '.join(backends)})")
+    chosen = dataclasses.replace(data, name="imagenet", root=root, augment_backend=backends[mode])
+    return build_training_inputs(chosen, seed)
 
 
 def to_device(batch, device: torch.device):
