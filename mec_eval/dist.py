@@ -63,15 +63,6 @@ def barrier() -> None:
         torch_dist.barrier()
 
 
-def broadcast_object(obj, src: int = 0):
-    """``obj`` from process ``src`` on every process (identity in one process)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    torch_dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def _coordination():
     """A gloo group of every process for small control messages (decisions, failures, progress):
     CPU-side whatever the main backend is, with :data:`COORDINATION_TIMEOUT`.

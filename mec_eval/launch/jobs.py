@@ -13,6 +13,7 @@ from pathlib import Path
 import submitit
 
 from mec_eval.launch.records import job_attempt
+from mec_eval.utils import is_main_process_env
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -46,10 +47,6 @@ def _prepare_process(threads: int | None) -> str | None:
     return env.job_id if env is not None else None
 
 
-def _is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 class TaskJob:
     """One evaluation run: ``run_task(task, ckpt, runs_root, overrides)`` with status records in ``folder``."""
 
@@ -68,7 +65,7 @@ class TaskJob:
         from mec_eval.tasks.runner import run_task
         from mec_eval.training.signals import Preempted
 
-        with job_attempt(Path(self.folder), job_id, write=_is_rank0(), resumable=(Preempted,)):
+        with job_attempt(Path(self.folder), job_id, write=is_main_process_env(), resumable=(Preempted,)):
             outcome = run_task(self.task, self.ckpt, self.runs_root, self.overrides, force=self.force, quiet=True,
                                arch=self.arch, layout=self.layout)
         return str(outcome.path)
@@ -95,7 +92,7 @@ class PretrainJob:
         from mec_eval.pretrain.main import pretrain
         from mec_eval.training.signals import Preempted
 
-        with job_attempt(Path(self.out), job_id, write=_is_rank0(), resumable=(Preempted,)):
+        with job_attempt(Path(self.out), job_id, write=is_main_process_env(), resumable=(Preempted,)):
             return str(pretrain(self.cfg, self.out, quiet=True))
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
