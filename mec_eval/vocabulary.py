@@ -75,9 +75,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("top1", "Top-1"), Metric("top5", "Top-5"),
     Metric("AP50", "AP50"), Metric("AP", "AP"), Metric("AP75", "AP75"),
     Metric("bbox_AP50", "AP50"), Metric("bbox_AP", "AP"), Metric("bbox_AP75", "AP75"),
+    Metric("bbox_APs", "APs"), Metric("bbox_APm", "APm"), Metric("bbox_APl", "APl"),
     Metric("segm_AP50", "AP50 mask"), Metric("segm_AP", "AP mask"), Metric("segm_AP75", "AP75 mask"),
+    Metric("segm_APs", "APs mask"), Metric("segm_APm", "APm mask"), Metric("segm_APl", "APl mask"),
     Metric("auc_xcorr", "AUC XCorr"), Metric("auc_dcf", "AUC DCF"), Metric("j_mean", "J-mean"),
-    Metric("idf1", "IDF1"), Metric("hota", "HOTA"),
+    Metric("f_mean", "F-mean"), Metric("jf_mean", "J&F-mean"),
+    Metric("idf1", "IDF1"), Metric("hota", "HOTA"), Metric("mota", "MOTA"),
     Metric("id_switches", "IDs", higher_is_better=False, count=True),  # identity switches: errors counted
     Metric("mean_per_class", "mean/class"), Metric("voc07_map", "mAP"),
     Metric("coding_length", "coding length", diagnostic=True),
@@ -96,14 +99,17 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("voc2007", "VOC2007", "voc07_map"), Dataset("dtd", "DTD"), Dataset("pets", "Pets", "mean_per_class"),
     Dataset("caltech101", "Caltech-101", "mean_per_class"), Dataset("flowers102", "Flowers", "mean_per_class"),
     # Scored by the detection / video task that reads them.
-    Dataset("coco2017", "COCO 2017", None), Dataset("otb2015", "OTB-2015", None),
+    Dataset("pascal-voc", "VOC", None), Dataset("coco2017", "COCO 2017", None), Dataset("otb2015", "OTB-2015", None),
     Dataset("davis2017", "DAVIS 2017", None), Dataset("mot16", "MOT16", None), Dataset("mots20", "MOTS20", None),
     Dataset("posetrack2018", "PoseTrack 2018", None),
+    # Seeded synthetic sets written in the real layouts (VOC / COCO; OTB, DAVIS, MOTChallenge, PoseTrack).
+    Dataset("shapes-detection", "shapes (synthetic detection)", None),
+    Dataset("shapes-video", "shapes (synthetic video)", None),
 )}
 
 _CLASSIFY = ("top1", "top5")
 _DETECT = ("AP", "AP50", "AP75")
-_TRACK = ("idf1", "hota")
+_TRACK = ("idf1", "hota", "mota", "id_switches")
 # Transfer tasks score each set by its own metric; mean_per_class sets also record top1, top1 sets top5.
 _TRANSFER = ("top1", "top5", "mean_per_class", "voc07_map")
 
@@ -113,16 +119,18 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("knn", "k-NN", "linear", "classification", _CLASSIFY, "imagenet"),
     Task("semi-1pct", "1% labels", "semi", "classification", _CLASSIFY, "imagenet", ("imagenet",)),
     Task("semi-10pct", "10% labels", "semi", "classification", _CLASSIFY, "imagenet", ("imagenet",)),
-    # VOC 07 and 07+12 are both tested on VOC 2007 test (MEC Table 3).
-    Task("voc07", "VOC 07 detection", "detection", "detection", _DETECT, "voc2007", ("voc2007",)),
-    Task("voc0712", "VOC 07+12 detection", "detection", "detection", _DETECT, "voc2007", ("voc2007",)),
+    # VOC 07 and 07+12 are both tested on VOC 2007 test (MEC Table 3); "pascal-voc" is the VOCdevkit
+    # detection set (the classification transfer set "voc2007" reads the same folder another way).
+    Task("voc07", "VOC 07 detection", "detection", "detection", _DETECT, "pascal-voc", ("pascal-voc",)),
+    Task("voc0712", "VOC 07+12 detection", "detection", "detection", _DETECT, "pascal-voc", ("pascal-voc",)),
     Task("coco", "COCO", "detection", "detection",
-         ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"), "coco2017", ("coco2017",)),
+         ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",
+          "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_APl"), "coco2017", ("coco2017",)),
     Task("sot", "SOT", "video", "video", ("auc_xcorr", "auc_dcf"), "otb2015", ("otb2015",)),
-    Task("vos", "VOS", "video", "video", ("j_mean",), "davis2017", ("davis2017",)),
+    Task("vos", "VOS", "video", "video", ("j_mean", "f_mean", "jf_mean"), "davis2017", ("davis2017",)),
     Task("mot", "MOT", "video", "video", _TRACK, "mot16", ("mot16",)),
     Task("mots", "MOTS", "video", "video", _TRACK, "mots20", ("mots20",)),
-    Task("posetrack", "PoseTrack", "video", "video", ("idf1", "id_switches"), "posetrack2018", ("posetrack2018",)),
+    Task("posetrack", "PoseTrack", "video", "video", ("idf1", "id_switches", "mota"), "posetrack2018", ("posetrack2018",)),
     Task("transfer-linear", "Transfer (linear)", "transfer", "classification", _TRANSFER, None, _TABLE8),
     Task("transfer-finetune", "Transfer (fine-tuned)", "transfer", "classification", _TRANSFER, None, _TABLE8),
     Task("diagnostics", "diagnostics", "diagnostics", "classification", ("coding_length", "effective_rank")),

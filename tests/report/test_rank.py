@@ -9,7 +9,7 @@ from mec_eval.report.collect import aggregate, select_cells
 from mec_eval.report.rank import (build_comparisons, build_radar, max_area, polygon_area, rank_values,
                                   ranks_frame)
 
-IMAGE_KEYS = [("linear", "imagenet", "top1"), ("semi-1pct", "imagenet", "top1"), ("voc0712", "voc2007", "AP"),
+IMAGE_KEYS = [("linear", "imagenet", "top1"), ("semi-1pct", "imagenet", "top1"), ("voc0712", "pascal-voc", "AP"),
               ("coco", "coco2017", "bbox_AP"), ("coco", "coco2017", "segm_AP")]
 
 
@@ -88,7 +88,7 @@ def test_video_axes_use_the_better_layer_and_report_missing_tasks(long_of):
 
 
 def test_fallback_tasks_and_datasets_are_named_in_the_labels(long_of):
-    keys = [("linear-fast", "digits", "top1"), ("semi-10pct", "imagenet", "top1"), ("voc07", "voc2007", "AP")]
+    keys = [("linear-fast", "digits", "top1"), ("semi-10pct", "imagenet", "top1"), ("voc07", "pascal-voc", "AP")]
     chart = build_radar(_cells(long_of, _grid({"a": [90, 60, 40], "b": [80, 65, 45]}, keys)), "image", "Image")
     assert [axis.label for axis in chart.axes] == ["LIN (fast, digits)", "SEMI (10%)", "VOC (VOC07)"]
     assert chart.missing_axes == ["COCO", "SEG"] and not any("supplementary" in n for n in chart.notes)

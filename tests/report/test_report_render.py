@@ -16,7 +16,7 @@ from mec_eval.runs import build_result, write_result
 # tab10's first two colours: the first two measured checkpoints' polygons (published rows use tab20b).
 BLUE, ORANGE = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)
 TASKS = [("linear", "imagenet", {"top1": 70.0, "top5": 90.0}, ""), ("semi-1pct", "imagenet", {"top1": 50.0}, ""),
-         ("voc0712", "voc2007", {"AP": 55.0, "AP50": 80.0}, ""),
+         ("voc0712", "pascal-voc", {"AP": 55.0, "AP50": 80.0}, ""),
          ("coco", "coco2017", {"bbox_AP": 39.0, "segm_AP": 34.0}, ""),
          ("sot", "otb2015", {"auc_xcorr": 50.0}, "layer3"), ("sot", "otb2015", {"auc_xcorr": 53.0}, "layer4"),
          ("vos", "davis2017", {"j_mean": 60.0}, "layer4"), ("mot", "mot16", {"idf1": 70.0}, "layer4"),

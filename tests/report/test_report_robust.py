@@ -20,7 +20,7 @@ from mec_eval.report.pdf import render_pdf
 from mec_eval.utils import UserError
 
 TASKS = [("linear", "imagenet", "top1", 70.0), ("semi-1pct", "imagenet", "top1", 50.0),
-         ("voc07", "voc2007", "AP", 45.0)]
+         ("voc07", "pascal-voc", "AP", 45.0)]
 HOSTILE = ["$\\foo{$", "$x$", "a_b^c", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>",
            "a|b`c`", "line\nbreak", "../../etc/passwd", "dir/name", "名前 🙂 naïve", "n" * 300]
 

@@ -110,7 +110,7 @@ def test_provenance_lists_file_short_sha_method_epochs(tmp_path, write_run):
 
 def test_document_renders_html_markdown_and_csv(tmp_path, write_run):
     tasks = [("linear", "imagenet", "top1", 70.0), ("semi-1pct", "imagenet", "top1", 50.0),
-             ("voc07", "voc2007", "AP", 45.0)]
+             ("voc07", "pascal-voc", "AP", 45.0)]
     for ckpt, shift in [("mec", 2.0), ("byol", 0.0), ("random", -30.0)]:
         for task, dataset, metric, value in tasks:
             write_run(tmp_path, ckpt, task, dataset, {metric: value + shift})
