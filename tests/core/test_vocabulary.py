@@ -129,4 +129,4 @@ def test_every_radar_axis_names_vocabulary_tasks_and_metrics():
             assert spec.metric is None or spec.metric in TASKS[task].metrics, (spec.name, task)
             assert TASKS[task].paper_dataset == spec.paper_dataset, (spec.name, task)
     assert set(rank.TASK_TAGS) <= set(TASKS)
-    assert [a.paper_dataset for a in rank.IMAGE_AXES] == ["imagenet", "imagenet", "voc2007", "coco2017", "coco2017"]
+    assert [a.paper_dataset for a in rank.IMAGE_AXES] == ["imagenet", "imagenet", "pascal-voc", "coco2017", "coco2017"]
