@@ -35,12 +35,29 @@ class KNNConfig:
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
+HEAD_KINDS = ("bn", "linear")  # BatchNorm1d(affine=False) + linear (main_lincls.py), or the linear layer alone
+
+
+@dataclass
+class LinearGridParams:
+    """A grid of probe heads trained in one pass over the frozen backbone (DINOv2 ``eval/linear.py``).
+
+    Empty ``base_lrs``: one head at ``optim.base_lr`` (the protocol). Otherwise one head per
+    (base lr, head kind), selected by top-1 on a seeded ``val_fraction`` of the training split held
+    out from training; only the selected head is scored on the test split.
+    """
+    base_lrs: list = checked(factory=list, items=Rule(gt=0))
+    heads: list = checked(factory=lambda: ["bn"], items=Rule(choices=HEAD_KINDS), min_items=1)
+    val_fraction: float = checked(0.1, gt=0, lt=1)
+
+
 @dataclass
 class LinearConfig:
     protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     optim: EvalOptimConfig = field(default_factory=lambda: EvalOptimConfig(
         name="lars", epochs=100, batch_size=4096, base_lr=0.03, momentum=0.9, weight_decay=0.0))
+    grid: LinearGridParams = field(default_factory=LinearGridParams)
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 

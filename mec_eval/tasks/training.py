@@ -74,7 +74,14 @@ class Classifier(nn.Module):
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    """Cross-entropy, or per-class BCE for multi-label sets where only label 1 is positive (ssl-transfer)."""
+    """Cross-entropy, or per-class BCE for multi-label sets where only label 1 is positive (ssl-transfer).
+
+    Logits [B, k, C] are k heads side by side (:mod:`mec_eval.tasks.linear_grid`): the loss is the sum
+    of the k heads' losses, so each head's gradient is exactly its own loss's.
+    """
+    if logits.dim() == 3:
+        return torch.stack([classification_loss(logits[:, i], targets, multilabel)
+                            for i in range(logits.shape[1])]).sum()
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits.float(), (targets == 1).float())
     return F.cross_entropy(logits.float(), targets.long())
@@ -82,7 +89,7 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel:
 
 def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, optim: EvalOptimConfig,
                       data: EvalDataConfig, run: EvalRunConfig, workdir: Path, quiet: bool = False,
-                      multilabel: bool = False) -> TrainingEngine:
+                      multilabel: bool = False, non_finite_hint: str | None = None) -> TrainingEngine:
     """The engine that trains ``model`` on ``train`` with ``optim``, resumable from ``workdir/state.pt``.
 
     Groups without an ``lr`` get the scaled lr (``optim.base_lr`` x effective batch / 256 or as is).
@@ -103,8 +110,8 @@ def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, opt
 
     options = LoopOptions(seed=run.seed, device=device, amp_dtype=amp, save_every=optim.save_every,
                           log_every=optim.log_every, sync_bn=optim.sync_bn, num_workers=data.num_workers, quiet=quiet,
-                          desc="train", non_finite_hint=f"lower optim.base_lr (now {optim.base_lr}) or optim.head_lr, "
-                                                        "or use run.precision=fp32")
+                          desc="train", non_finite_hint=non_finite_hint or (
+                              f"lower optim.base_lr (now {optim.base_lr}) or optim.head_lr, or use run.precision=fp32"))
     plan = make_plan(len(train), optim.batch_size, optim.epochs, optim.steps)
     store = StateFile(workdir / "state.pt", model.trainable_state, model.load_trainable_state)
     return TrainingEngine(model, groups, step, train, optim, plan, options, store, logger,

@@ -41,3 +41,11 @@ def test_extraction_benchmark_smoke_prints_both_sides_and_their_ratio():
     assert ours > 0 and plain > 0
     assert ratio == pytest.approx(ours / plain, rel=1e-2)  # the printed img/s are rounded
     assert "cpu_capability" in out
+
+
+def test_linear_grid_benchmark_smoke_prints_both_sides_and_their_ratio():
+    out = run_script("benchmarks/bench_linear_grid.py", "--smoke")
+    one = float(re.search(rf"one head: {NUMBER} s", out).group(1))
+    grid = float(re.search(rf"3 heads in one pass: {NUMBER} s", out).group(1))
+    ratio = float(re.search(rf"ratio {NUMBER}x one run", out).group(1))
+    assert one > 0 and grid > 0 and ratio == pytest.approx(grid / one, abs=0.002)
