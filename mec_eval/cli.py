@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="pending / running / done / failed table of the runs in a folder")
     p.add_argument("runs", metavar="RUNS", help="a runs folder (the --out of suite or run) or a pre-training folder")
 
+    p = sub.add_parser("score", help="score detections or tracks another tool wrote, with the tasks' evaluators")
+    p.add_argument("--task", required=True, help="voc07, voc0712, coco, mot, mots, posetrack, vos or sot")
+    p.add_argument("--gt", required=True, help="the ground truth: the dataset folder (sot: one groundtruth_rect.txt)")
+    p.add_argument("--pred", required=True, help="detections (COCO-results JSON) or a folder of tracker outputs")
+    p.add_argument("--out", help="runs folder: also write RUNS/<task>/<pred name>/<hash>/result.json for the report")
+
     p = sub.add_parser("report", help="HTML/PDF report with rankings and radar charts of every result.json")
     p.add_argument("--runs", nargs="+", required=True, help="one or more runs folders (searched recursively)")
     p.add_argument("--out", default="reports/report.html", help="HTML file (default reports/report.html)")
@@ -234,6 +240,17 @@ def _cmd_status(args) -> None:
     print(format_status(collect_states(args.runs), args.runs))
 
 
+def _cmd_score(args) -> None:
+    from mec_eval.tasks.scoring import check_score_args, score_outputs
+
+    check_score_args(args.task, args.gt, args.pred)  # a typo or a missing path answers before any evaluator loads
+    result, path = score_outputs(args.task, args.gt, args.pred, args.out)
+    print(" ".join(f"{name}={value:.2f}" if isinstance(value, float) else f"{name}={value}"
+                   for name, value in result["metrics"].items()))
+    if path is not None:
+        print(path)
+
+
 def _cmd_report(args) -> None:
     from mec_eval.report import build_report
 
@@ -293,7 +310,7 @@ def _listing(what: str) -> list[tuple[str, str]]:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "run": _cmd_run, "suite": _cmd_suite, "status": _cmd_status,
-            "report": _cmd_report,
+            "score": _cmd_score, "report": _cmd_report,
             "convert": _cmd_convert, "demo": _cmd_demo, "list": _cmd_list}
 
 

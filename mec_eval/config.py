@@ -197,6 +197,34 @@ class LossConfig:
     vicreg_sim: float = checked(25.0, ge=0)
     vicreg_var: float = checked(25.0, ge=0)
     vicreg_cov: float = checked(1.0, ge=0)
+    regularizer: str = checked("none", choices=("none", "mec"))  # "mec": + weight * MEC loss (MEC Figure 5)
+    regularizer_weight: float = checked(1.0, ge=0)  # Figure 5 states no weight; 1 = MEC's own scale
+
+
+MAE_LOSSES = ("mae", "umae", "mmae")  # single-branch masked-autoencoder objectives (ViT backbones only)
+
+
+def is_vit_arch(arch: str) -> bool:
+    """Whether ``arch`` names a ViT (``vit_*`` in the backbone registry); known without importing torch."""
+    return arch.startswith("vit_")
+
+
+@dataclass
+class MAEConfig:
+    """Masked-autoencoder pre-training (``loss.name=mae|umae|mmae``; MAE main_pretrain.py / models_mae.py)."""
+    mask_ratio: float = checked(0.75, ge=0, lt=1)  # --mask_ratio 0.75 (MAE, U-MAE, M-MAE pretrain.sh)
+    norm_pix_loss: bool = True      # --norm_pix_loss (per-patch normalised pixel targets)
+    decoder_dim: int = checked(512, ge=4)  # mae_vit_*_dec512d8b: 512 wide (a multiple of 4 and of decoder_heads)
+    decoder_depth: int = checked(8, ge=1, le=64)  # 8 blocks
+    decoder_heads: int = checked(16, ge=1)  # 16 heads
+    umae_weight: float = checked(0.01, ge=0)  # U-MAE: lambda 1e-4 on (cos / tau)^2, tau 0.1 = 0.01 on cos^2
+    mmae_lambda: float = checked(0.01, ge=0)  # M-MAE --lamb 1e-2
+    mmae_mu: float = checked(1.0, gt=0)  # M-MAE --uniformity_lamda: 1 (ViT-B), 3 (ViT-L)
+
+    def check_config(self, prefix: str) -> None:
+        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
+            raise UserError(f"config key '{prefix}decoder_dim' ({self.decoder_dim}) must be a multiple of 4 and of "
+                            f"'{prefix}decoder_heads' ({self.decoder_heads})")
 
 
 SCHEDULES = ("cosine", "cosine-epoch", "constant", "multistep")
@@ -259,6 +287,7 @@ class RunConfig:
     save_state_every: int = checked(1000, ge=0)  # also write last.pt every N iterations (0: epoch ends only);
                                     # SIGTERM / SIGUSR1 always save before stopping
     sync_bn: bool = True            # SyncBatchNorm over all GPUs (official MEC main_pretrain.py); GPU-only in torch
+    diagnostics_every: int = checked(0, ge=0)  # log H1 / effective rank of the batch projections every K iterations
 
 
 @dataclass
@@ -268,6 +297,19 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)  # read only by loss.name=mae|umae|mmae
+
+    def check_config(self, prefix: str) -> None:
+        mae, vit = self.loss.name in MAE_LOSSES, is_vit_arch(self.model.arch)
+        if mae and not vit:
+            raise UserError(f"loss.name={self.loss.name} trains a ViT; set model.arch to vit_tiny_p4, vit_small_p4, "
+                            f"vit_tiny, vit_small, vit_base or vit_large (got {self.model.arch})")
+        if vit and not mae:
+            raise UserError(f"model.arch={self.model.arch} is a ViT, which mec-eval pre-trains with loss.name=mae, "
+                            f"umae or mmae only (got {self.loss.name}); use a ResNet for the Siamese losses")
+        if mae and self.loss.regularizer != "none":
+            raise UserError(f"loss.regularizer={self.loss.regularizer} applies to the Siamese losses; loss.name="
+                            f"{self.loss.name} has its own regulariser (mae.umae_weight / mae.mmae_lambda)")
 
 
 # ----------------------------------------------------------------------------- evaluation sections

@@ -78,13 +78,26 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("bbox_APs", "APs"), Metric("bbox_APm", "APm"), Metric("bbox_APl", "APl"),
     Metric("segm_AP50", "AP50 mask"), Metric("segm_AP", "AP mask"), Metric("segm_AP75", "AP75 mask"),
     Metric("segm_APs", "APs mask"), Metric("segm_APm", "APm mask"), Metric("segm_APl", "APl mask"),
-    Metric("auc_xcorr", "AUC XCorr"), Metric("auc_dcf", "AUC DCF"), Metric("j_mean", "J-mean"),
+    Metric("auc_xcorr", "AUC XCorr"), Metric("auc_dcf", "AUC DCF"),
+    Metric("auc", "AUC"),  # another tracker's OTB results scored by `mec-eval score` (no UniTrack head)
+    Metric("j_mean", "J-mean"),
     Metric("f_mean", "F-mean"), Metric("jf_mean", "J&F-mean"),
     Metric("idf1", "IDF1"), Metric("hota", "HOTA"), Metric("mota", "MOTA"),
     Metric("id_switches", "IDs", higher_is_better=False, count=True),  # identity switches: errors counted
     Metric("mean_per_class", "mean/class"), Metric("voc07_map", "mAP"),
     Metric("coding_length", "coding length", diagnostic=True),
     Metric("effective_rank", "effective rank", diagnostic=True),
+    # Matrix information diagnostics (mec_eval.diagnostics): each also "_centred" (features centred before
+    # normalisation). Never ranked; the task lists alignment / uniformity as lower-is-tighter in result.json.
+    *(Metric(f"{name}{suffix}", f"{label}{' (centred)' if suffix else ''}", diagnostic=True)
+      for suffix in ("", "_centred")
+      for name, label in (
+          ("entropy_h1", "H1"), ("entropy_h2", "H2"), ("entropy_h1_norm", "H1 / log d"),
+          ("entropy_h2_norm", "H2 / log d"), ("total_coding_rate", "TCR"), ("umae_uniformity", "U-MAE uniformity"),
+          ("alignment", "alignment"), ("uniformity", "uniformity"), ("mutual_information", "MI"),
+          ("joint_entropy", "joint entropy"))),
+    Metric("coding_length_centred", "coding length (centred)", diagnostic=True),
+    Metric("effective_rank_centred", "effective rank (centred)", diagnostic=True),
 )}
 
 # MEC Table 8's 11 transfer sets, in its column order.
@@ -126,14 +139,18 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("coco", "COCO", "detection", "detection",
          ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",
           "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_APl"), "coco2017", ("coco2017",)),
-    Task("sot", "SOT", "video", "video", ("auc_xcorr", "auc_dcf"), "otb2015", ("otb2015",)),
+    Task("sot", "SOT", "video", "video", ("auc_xcorr", "auc_dcf", "auc"), "otb2015", ("otb2015",)),
     Task("vos", "VOS", "video", "video", ("j_mean", "f_mean", "jf_mean"), "davis2017", ("davis2017",)),
     Task("mot", "MOT", "video", "video", _TRACK, "mot16", ("mot16",)),
     Task("mots", "MOTS", "video", "video", _TRACK, "mots20", ("mots20",)),
     Task("posetrack", "PoseTrack", "video", "video", ("idf1", "id_switches", "mota"), "posetrack2018", ("posetrack2018",)),
     Task("transfer-linear", "Transfer (linear)", "transfer", "classification", _TRANSFER, None, _TABLE8),
     Task("transfer-finetune", "Transfer (fine-tuned)", "transfer", "classification", _TRANSFER, None, _TABLE8),
-    Task("diagnostics", "diagnostics", "diagnostics", "classification", ("coding_length", "effective_rank")),
+    Task("diagnostics", "diagnostics", "diagnostics", "classification",
+         tuple(f"{name}{suffix}" for suffix in ("", "_centred") for name in (
+             "coding_length", "effective_rank", "entropy_h1", "entropy_h2", "entropy_h1_norm", "entropy_h2_norm",
+             "total_coding_rate", "umae_uniformity", "alignment", "uniformity", "mutual_information",
+             "joint_entropy"))),
 )}
 
 TRANSFER_TASKS = tuple(name for name, t in TASKS.items() if t.family == "transfer")

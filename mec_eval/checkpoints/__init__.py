@@ -23,6 +23,7 @@ _EXPORTS = {
     "convert_checkpoint": "encoder",
     "load_backbone_weights": "encoder",
     "load_encoder": "encoder",
+    "require_resnet": "encoder",
     "resolve_checkpoint": "encoder",
     "detectron2_to_torchvision": "export",
     "export_detectron2": "export",

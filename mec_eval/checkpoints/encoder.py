@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models.resnet import ResNet
 
 from mec_eval.checkpoints.canonical import make_canonical, save_canonical
 from mec_eval.checkpoints.export import export_detectron2, export_torchvision
@@ -60,6 +61,15 @@ class Encoder:
         """The ``"checkpoint"`` block of ``result.json`` (``path`` is absolute for files)."""
         return {"name": self.name, "path": self.path, "sha256": self.sha256, "layout": self.layout,
                 "method": self.method, "epoch": self.epoch, "arch": self.arch, "arch_source": self.arch_source}
+
+
+def require_resnet(encoder: Encoder, task_name: str) -> None:
+    """One-line UserError unless ``encoder`` is a ResNet: for tasks built on its stages (R50-C4 detection's
+    res4/res5 split, UniTrack's stride-8 layer3 features), which a ViT does not have."""
+    if not isinstance(encoder.backbone, ResNet):
+        raise UserError(f"task '{task_name}' needs a ResNet backbone (it uses the ResNet stages), but {encoder.name} "
+                        f"is a {encoder.arch}; evaluate a ViT with knn, linear-fast, linear, semi, transfer-finetune "
+                        "or diagnostics")
 
 
 @dataclass

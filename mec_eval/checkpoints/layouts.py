@@ -494,3 +494,7 @@ def to_canonical(obj: object, source: str, *, arch: str | None = None,
     """(canonical dict, layout name, notes for the user); see :func:`convert_to_canonical`."""
     converted = convert_to_canonical(obj, source, arch=arch, layout=layout)
     return converted.canonical, converted.layout, converted.notes
+
+
+# ViT layouts (MAE / U-MAE / M-MAE, DINO ViT, timm ViT) register themselves on import; they use the helpers above.
+from mec_eval.checkpoints import vit_layouts  # noqa: E402,F401

@@ -124,6 +124,48 @@ for _name, (_classes, _splits, _help) in _TRANSFER.items():
     _register(DatasetSpec(_name, 224, _classes, False, transfer.LAYOUTS[_name], transfer.LOADERS[_name],
                           splits=_splits, multilabel=_name == "voc2007"), _help)
 
+# Detection sets (MEC Table 3): items per ITEM_CONTRACTS["detection"]; options beyond (root, split,
+# transform), such as the COCO layout of shapes-detection or masks=False, via detection.LOADERS[name].
+from mec_eval.data import detection  # noqa: E402  (kept with its registrations)
+
+_register(DatasetSpec("pascal-voc", 800, 20, False, detection.LAYOUTS["pascal-voc"], detection.pascal_voc,
+                      splits=detection.SPLITS["pascal-voc"], kind="detection"),
+          "PASCAL VOC detection from a VOCdevkit folder: trainval07, trainval0712 (07+12) and test07 image sets")
+_register(DatasetSpec("coco2017", 800, 80, False, detection.LAYOUTS["coco2017"], detection.coco2017,
+                      splits=detection.SPLITS["coco2017"], kind="detection"),
+          "COCO 2017 instances (boxes and masks) from annotations/instances_{train,val}2017.json")
+_register(DatasetSpec("shapes-detection", 160, len(detection.SHAPE_CLASSES), True,
+                      "generated on first use (mec_eval.data.shapes_detection) in the VOC layout (or COCO's via "
+                      "detection.LOADERS); root: where to write it (default ~/.cache/mec-eval)",
+                      detection.shapes_detection, splits=detection.SPLITS["shapes-detection"], kind="detection"),
+          "synthetic shapes (5 kinds, 1-4 per image, occlusions, difficult flags) for detection and masks")
+
+# Multi-object tracking sets (UniTrack MOT / MOTS / PoseTrack): items are video sequences.
+from mec_eval.data import mot as _mot, posetrack as _posetrack  # noqa: E402  (kept with its registrations)
+
+_register(DatasetSpec("mot16", 1088, None, False, _mot.MOT_LAYOUT, _mot.build_mot16, splits=("train",), kind="video"),
+          "MOT16 train sequences with gt and given detections (det/det.txt or a detection folder)")
+_register(DatasetSpec("mots20", 1088, None, False, _mot.MOTS_LAYOUT, _mot.build_mots20, splits=("train",),
+                      kind="video"), "MOTS20 train sequences, masks in the MOTS RLE txt format")
+_register(DatasetSpec("posetrack2018", 1088, None, False, _posetrack.POSETRACK_LAYOUT, _posetrack.build_posetrack2018,
+                      splits=("val",), kind="video"), "PoseTrack 2018 val JSON (17 keypoints, track ids)")
+
+# Single-object tracking / VOS sets (UniTrack SOT, VOS): items are sequences with .name, .frames, .annotations.
+# The SOT / VOS adapters call otb.load_otb / davis.load_davis (sequence subsets) and write shapes-video with
+# otb.write_shapes_otb / davis.write_shapes_davis; build_dataset gives the whole set.
+from mec_eval.data import davis as _davis, otb as _otb, shapes_video as _shapes_video  # noqa: E402
+
+_register(DatasetSpec("otb2015", 520, None, False, _otb.LAYOUT, lambda root, _split, _t: _otb.load_otb(root),
+                      splits=("test",), kind="video"),
+          "OTB-2015 (OTB-100) sequences, groundtruth_rect.txt boxes (Jogging / Skating2: one sequence per target)")
+_register(DatasetSpec("davis2017", 480, None, False, _davis.LAYOUT,
+                      lambda root, split, _t: _davis.load_davis(root, split), splits=("val", "train"), kind="video"),
+          "DAVIS-2017 semi-supervised VOS (480p frames, palette PNG object ids, ImageSets/2017 lists)")
+_register(DatasetSpec("shapes-video", 128, None, True, "generated on the fly (mec_eval.data.shapes_video); no files "
+                      "needed", lambda _root, _split, _t: _shapes_video.make_videos(8, 0),
+                      splits=("test",), kind="video"),
+          "synthetic videos of 3 moving, occluding shapes (8 videos of 24 frames, 96x128; boxes, masks, keypoints)")
+
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset; a typo raises a UserError with the close matches.

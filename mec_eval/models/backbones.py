@@ -77,6 +77,25 @@ def build_resnet_tiny() -> ResNet:
     return _headless(TinyResNet(), 256)
 
 
+def _register_vit(name: str, size: str, img_size: int, patch_size: int, help: str) -> None:
+    def build() -> nn.Module:
+        from mec_eval.models.vit import ViTEncoder, vit_spec  # timm loads only when a ViT is built
+
+        return ViTEncoder(vit_spec(size, img_size, patch_size))
+
+    BACKBONES.register(name, help=help)(build)
+
+
+# ViTs (models/vit.py): ``vit_<size>`` is the 224 px, 16 px-patch model of MAE / DINO / timm;
+# ``vit_<size>_p4`` takes 32 px images in 4 px patches (8x8 = 64 tokens), for the embedded CPU sets.
+for _size, _dims in (("tiny", "192-d, 12 blocks, 3 heads"), ("small", "384-d, 12 blocks, 6 heads"),
+                     ("base", "768-d, 12 blocks, 12 heads"), ("large", "1024-d, 24 blocks, 16 heads")):
+    _register_vit(f"vit_{_size}", _size, 224, 16, f"ViT-{_size.title()}/16 at 224 px ({_dims}), CLS feature")
+for _size in ("tiny", "small"):
+    _register_vit(f"vit_{_size}_p4", _size, 32, 4, f"ViT-{_size.title()} with 4 px patches at 32 px (64 tokens), "
+                  "for the embedded sets on CPU")
+
+
 def build_backbone(arch: str) -> nn.Module:
     """Instantiate a registered backbone with random weights; ``.feature_dim`` is its output width."""
     return BACKBONES.get(arch)()

@@ -5,6 +5,7 @@ from mec_eval.objectives.barlow_twins import BarlowTwinsLoss
 from mec_eval.objectives.base import Objective
 from mec_eval.objectives.byol import BYOLLoss
 from mec_eval.objectives.mec import MECLoss, coding_length, mec_loss
+from mec_eval.objectives.regularized import MECRegularized, with_regularizer
 from mec_eval.objectives.simclr import SimCLRLoss
 from mec_eval.objectives.simsiam import SimSiamLoss
 from mec_eval.objectives.vicreg import VICRegLoss
@@ -24,7 +25,7 @@ for _name, _cls, _help in (
 
 def build_objective(cfg) -> Objective:
     """The objective named ``cfg.name``, built from the ``LossConfig`` ``cfg``; a typo is a ``UserError``."""
-    return OBJECTIVES.get(cfg.name).from_config(cfg)
+    return with_regularizer(OBJECTIVES.get(cfg.name).from_config(cfg), cfg)
 
 
 __all__ = [

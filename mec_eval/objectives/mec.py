@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mec_eval.diagnostics.coding import coding_length  # noqa: F401 - moved there; re-exported
 from mec_eval.dist import gather_with_grad
 from mec_eval.objectives.base import Objective, check_two_views, full_precision, upcast
 from mec_eval.utils import UserError
@@ -144,26 +145,6 @@ def mec_loss(
         else:
             value = taylor_trace(z1, z2, lam, order, resolved)
     return -mu * value
-
-
-def coding_length(z: Tensor, eps_d2: float) -> Tensor:
-    """Coding length of ``z`` (paper Eq. 1), exact, in float64: a diagnostic, not a training loss.
-
-    ``(m + d) / 2 * logdet(I + d / (m * eps^2) * Z^T Z)`` with ``eps^2 = eps_d2 * d``; rows of the
-    ``[m, d]`` input are L2-normalised, and the log-det is taken on the smaller Gram matrix (Eq. 4).
-    """
-    if z.ndim != 2:
-        raise ValueError(f"z must be [m, d], got {tuple(z.shape)}")
-    if not eps_d2 > 0:
-        raise ValueError(f"eps_d2 must be positive, got {eps_d2!r}")
-    m, d = z.shape
-    with full_precision(z):
-        z = F.normalize(z.double(), dim=1)
-        gram = z @ z.T if m <= d else z.T @ z
-        # I + lam * Gram is symmetric positive definite, so Cholesky is the stable log-det.
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        chol = torch.linalg.cholesky(eye + gram / (m * eps_d2))
-        return (m + d) / 2 * 2 * torch.log(torch.diagonal(chol)).sum()
 
 
 class MECLoss(Objective):

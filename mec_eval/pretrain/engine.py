@@ -13,6 +13,7 @@ from mec_eval.config import PretrainConfig, to_dict
 from mec_eval.dist import autocast, rank
 from mec_eval.log import JsonLogger
 from mec_eval.models import SiameseNetwork, cosine_momentum
+from mec_eval.pretrain.collapse import CollapseMonitor
 from mec_eval.training.engine import Hooks, Plan
 from mec_eval.training.sampling import derive_seed
 from mec_eval.utils import UserError
@@ -22,7 +23,8 @@ NON_FINITE_HINT = ("for MEC raise loss.eps_d2 (the Taylor series needs ||lam Z1 
 
 # Keys that may change between a run and its resumption without invalidating it.
 RESUMABLE_CHANGES = {("optim", "epochs"), ("run", "device"), ("run", "log_every"), ("run", "save_every"),
-                     ("run", "save_state_every"), ("data", "num_workers"), ("data", "root")}
+                     ("run", "save_state_every"), ("data", "num_workers"), ("data", "root"),
+                     ("run", "diagnostics_every")}
 
 
 def siamese_step(objective: torch.nn.Module, device: torch.device, amp_dtype, channels_last: bool,
@@ -49,15 +51,20 @@ def siamese_hooks(cfg: PretrainConfig, net: SiameseNetwork, objective, make_view
                   logger: JsonLogger) -> Hooks:
     """λ warm-up before each step, the EMA teacher after it (MEC App. C), and the per-epoch record."""
     total = plan.total_iters
+    monitor = CollapseMonitor(net.projector, cfg.run.diagnostics_every, logger) if cfg.run.diagnostics_every else None
 
     def before(iteration: int, fractional_epoch: float) -> None:
         objective.on_step(fractional_epoch)
+        if monitor is not None:
+            monitor.before(iteration)
         if make_views is not None:  # batched augmentation: draws depend on (seed, iteration, rank) only
             make_views.reseed(derive_seed(cfg.run.seed, "views", iteration, rank()))
 
     def after(iteration: int, fractional_epoch: float) -> dict:
         momentum = cosine_momentum(iteration, total, base=cfg.model.ema_momentum)
         net.update_teacher(momentum)
+        if monitor is not None:
+            monitor.after(iteration)
         return {"ema": momentum, **{k: float(v) for k, v in getattr(objective, "stats", {}).items()}}
 
     def epoch_end(epochs_done: int, stats: dict) -> None:
@@ -68,13 +75,20 @@ def siamese_hooks(cfg: PretrainConfig, net: SiameseNetwork, objective, make_view
     return Hooks(before_step=before, after_step=after, on_epoch_end=epoch_end)
 
 
-def _config_differences(saved: dict, current: dict) -> list[str]:
-    diffs = []
+def _config_differences(saved: dict, current: dict, defaults: dict | None = None) -> list[str]:
+    """The settings that differ between a saved run and this one (``section.key: old -> new``).
+
+    A setting the saved config lacks (added to mec-eval after that run began) counts as its default
+    in ``defaults``: the run was made with what the setting now means by default.
+    """
+    diffs, defaults = [], defaults or {}
     for section, values in current.items():
         for key, value in values.items():
-            old = saved.get(section, {}).get(key)
+            saved_section = saved.get(section, {})
+            missing = key not in saved_section
+            old = defaults.get(section, {}).get(key) if missing else saved_section[key]
             if old != value and (section, key) not in RESUMABLE_CHANGES:
-                diffs.append(f"{section}.{key}: {old!r} -> {value!r}")
+                diffs.append(f"{section}.{key}: {'(not saved)' if missing else repr(old)} -> {value!r}")
     return diffs
 
 
@@ -125,7 +139,7 @@ class PretrainStore:
         if "resume" not in meta or not isinstance(meta["resume"], dict) or "iteration" not in meta["resume"]:
             raise UserError(f"{self.last} is not a mec-eval pre-training state of this version; "
                             "use an empty --out folder")
-        diffs = _config_differences(meta.get("config", {}), to_dict(self.cfg))
+        diffs = _config_differences(meta.get("config", {}), to_dict(self.cfg), to_dict(PretrainConfig()))
         if diffs:
             raise UserError(f"{self.out} holds a run with another config ({'; '.join(diffs)}); "
                             "use a new --out or the same settings to resume")

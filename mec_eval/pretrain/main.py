@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from mec_eval.config import PretrainConfig, to_dict, validate
+from mec_eval.config import MAE_LOSSES, PretrainConfig, to_dict, validate
 from mec_eval.dist import init_from_env, is_main_process, resolve_device, resolve_precision
 from mec_eval.log import JsonLogger
 from mec_eval.models import SiameseNetwork
 from mec_eval.objectives import build_objective
 from mec_eval.pretrain.engine import NON_FINITE_HINT, PretrainStore, siamese_hooks, siamese_step
 from mec_eval.pretrain.inputs import build_training_inputs
+from mec_eval.pretrain.mae_engine import build_mae_setup, train_mae
 from mec_eval.runs import save_config
 from mec_eval.training.engine import LoopOptions, TrainingEngine, make_plan
 from mec_eval.utils import UserError
@@ -88,12 +89,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, quiet: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; pass a folder path")
-    setup = _build(cfg)
+    mae = cfg.loss.name in MAE_LOSSES  # single-branch ViT objectives: pretrain/mae_engine.py
+    setup = build_mae_setup(cfg) if mae else _build(cfg)
     top, before = _created_by_this_run(out) if is_main_process() else (None, set())
     if not is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, setup, out, quiet)
+        return (train_mae if mae else _train)(cfg, setup, out, quiet)
     except BaseException:
         if not any(out.glob("checkpoint_*.pt")) and not (out / "last.pt").exists():
             _clean_up(out, top, before)

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from mec_eval.report.catalog import RANKED_PUBLISHED_TABLES
 from mec_eval.report.collect import aggregate, select_cells
+from mec_eval.report.diagnostics import correlation_table
 from mec_eval.report.radar import assign_colors, radar_figure, small_multiples
 from mec_eval.report.rank import Comparison, RadarChart, build_comparisons, entry_order, ranks_frame
 from mec_eval.report.tables import (ReportTable, area_table, build_tables, diagnostics_table,
@@ -53,6 +54,7 @@ class Report:
     provenance: ReportTable
     results: pd.DataFrame          # aggregated numbers (results.csv)
     ranks: pd.DataFrame            # radar ranks (ranks.csv)
+    diagnostics_correlation: ReportTable | None = None  # Spearman of diagnostics vs tasks (report.diagnostics)
 
 
 def _chart_notes(chart: RadarChart) -> list[str]:
@@ -111,4 +113,4 @@ def build_document(long: pd.DataFrame, title: str) -> Report:
     comparisons = build_comparisons(cells)
     views = _comparison_views(comparisons, colors, published)
     return Report(title, _intro(long, dropped), views, build_tables(cells), diagnostics_table(cells),
-                  provenance_table(long), agg, ranks_frame(comparisons, cells))
+                  provenance_table(long), agg, ranks_frame(comparisons, cells), correlation_table(cells))

@@ -80,6 +80,8 @@ def render_html(report: Report) -> str:
     sections += [table_html(t) for t in report.tables]
     if report.diagnostics is not None:
         sections.append("<h2>Representation diagnostics</h2>" + table_html(report.diagnostics))
+        if report.diagnostics_correlation is not None:
+            sections.append(table_html(report.diagnostics_correlation))
     sections.append("<h2>Checkpoints</h2>" + table_html(report.provenance))
     intro = "".join(f"<p class='note'>{html.escape(line)}</p>" for line in report.intro)
     return f"""<!DOCTYPE html>

@@ -174,7 +174,8 @@ def _pages(report: Report) -> list[Figure]:
             flow.text(([comparison.note] if comparison.note else []) + view.notes)
             if view.table is not None:
                 flow.table(view.table)
-    for table in report.tables + [t for t in (report.diagnostics,) if t is not None] + [report.provenance]:
+    for table in report.tables + [t for t in (report.diagnostics, report.diagnostics_correlation)
+                                  if t is not None] + [report.provenance]:
         flow.table(table)
     return flow.pages
 

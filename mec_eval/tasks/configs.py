@@ -17,6 +17,9 @@ from mec_eval.config import (
     Rule,
     checked,
 )
+from mec_eval.tasks.detection_configs import DetectionConfig
+from mec_eval.tasks.tracking_configs import TRACKING_CONFIGS
+from mec_eval.tasks.video_configs import SOTConfig, VOSConfig
 from mec_eval.utils import UserError
 
 
@@ -130,7 +133,30 @@ class TransferFinetuneConfig:
     run: EvalRunConfig = field(default_factory=EvalRunConfig)
 
 
+@dataclass
+class DiagnosticsParams:
+    n: int = checked(10000, ge=2)        # held-out images for the single-view quantities (seeded subset)
+    n_views: int = checked(2048, ge=2)   # images (of the same subset) for the two-view quantities
+    eps_d2: float = checked(0.06, gt=0)  # coding-length distortion eps_d^2 (MEC App. C)
+    mu: float = checked(1.0, gt=0)       # total coding rate mu (M-MAE, ViT-B)
+    alpha: float = checked(1.0, gt=0)    # Renyi order of the mutual information / joint entropy
+    augment: str = checked("byol", choices=("byol", "cifar"))  # the pre-training recipe's two views
+    crop_min_scale: float = checked(0.2, gt=0, le=1)
+
+
+@dataclass
+class DiagnosticsConfig:
+    protocol: str                   # required: "paper", "fast", "paper-mec" (set in tasks/*.yaml)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    diag: DiagnosticsParams = field(default_factory=DiagnosticsParams)
+    run: EvalRunConfig = field(default_factory=EvalRunConfig)
+
+
 TASK_CONFIGS: dict[str, type] = {
     "knn": KNNConfig, "linear": LinearConfig, "linear-fast": LinearFastConfig, "semi": SemiConfig,
     "transfer-linear": TransferLinearConfig, "transfer-finetune": TransferFinetuneConfig,
+    "diagnostics": DiagnosticsConfig,
+    "detection-voc": DetectionConfig, "detection-coco": DetectionConfig,
+    **TRACKING_CONFIGS,
+    "sot": SOTConfig, "vos": VOSConfig,
 }

@@ -38,6 +38,8 @@ class LRSchedule:
     warmup_epochs: float = 0.0
     milestones: tuple = ()
     gamma: float = 0.1
+    warmup_factor: float = 0.0      # multiplier at iteration 0 (detectron2 WARMUP_FACTOR 0.001; MEC / MAE: 0)
+    warmup_iterations: int = 0      # > 0: warm-up length in iterations (detectron2 WARMUP_ITERS), not epochs
 
     def __post_init__(self):
         if self.kind not in ("cosine", "cosine-epoch", "constant", "multistep"):
@@ -50,12 +52,17 @@ class LRSchedule:
 
     @property
     def warmup_iters(self) -> float:
-        return self.warmup_epochs * self.iters_per_epoch
+        return self.warmup_iterations or self.warmup_epochs * self.iters_per_epoch
 
     def factor(self, iteration: int) -> float:
         """The multiplier at 0-based ``iteration`` (the lr its update uses)."""
         if self.warmup_iters > 0 and iteration < self.warmup_iters:
-            return iteration / self.warmup_iters  # official MEC / MAE: lr * epoch / warmup_epochs
+            # official MEC / MAE: lr * epoch / warmup_epochs (factor 0); detectron2 WarmupParamScheduler
+            # "linear": factor * (1 - alpha) + alpha, times the schedule's value (here 1 before any milestone)
+            alpha = iteration / self.warmup_iters
+            warm = self.warmup_factor * (1.0 - alpha) + alpha
+            return warm * (self.gamma ** bisect.bisect_right(self.milestones, iteration)
+                           if self.kind == "multistep" else 1.0)
         if self.kind == "constant":
             return 1.0
         if self.kind == "cosine":
@@ -69,4 +76,5 @@ class LRSchedule:
 def schedule_from_config(optim, iters_per_epoch: int, total_iters: int) -> LRSchedule:
     """The schedule an ``optim`` config section (:class:`mec_eval.config.TrainingOptimConfig`) asks for."""
     return LRSchedule(optim.schedule, iters_per_epoch, total_iters, optim.warmup_epochs, tuple(optim.milestones),
-                      optim.gamma)
+                      optim.gamma, float(getattr(optim, "warmup_factor", 0.0)),
+                      int(getattr(optim, "warmup_iterations", 0)))

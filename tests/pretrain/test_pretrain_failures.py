@@ -85,3 +85,17 @@ def test_progress_bar_counts_epochs_from_one(tmp_path, monkeypatch):
     assert seen == ["epoch 1/2", "epoch 2/2"]
     lines = Path(tmp_path / "pre" / "log.jsonl").read_text()
     assert '"epoch": 1' in lines and '"epoch": 2' in lines
+
+
+def test_resume_reads_settings_added_after_a_run_began_as_their_defaults():
+    from mec_eval.config import PretrainConfig, to_dict
+    from mec_eval.pretrain.engine import _config_differences
+
+    current, defaults = to_dict(PretrainConfig()), to_dict(PretrainConfig())
+    saved = {section: dict(values) for section, values in current.items()}
+    del saved["loss"]["regularizer"], saved["loss"]["regularizer_weight"]  # a run saved before they existed
+    assert _config_differences(saved, current, defaults) == []
+    current["loss"]["regularizer"] = "mec"  # ... but asking for something else than the default is a change
+    assert _config_differences(saved, current, defaults) == ["loss.regularizer: (not saved) -> 'mec'"]
+    saved["loss"]["eps_d2"] = 0.5
+    assert "loss.eps_d2: 0.5 -> 0.06" in _config_differences(saved, current, defaults)

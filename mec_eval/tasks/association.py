@@ -1,0 +1,270 @@
+"""JDE / FairMOT-style online association, as UniTrack's MOT, MOTS and PoseTrack heads (numpy only).
+
+Per frame (Wang et al., JDE, ECCV 2020 ``multitracker.py``; UniTrack ``tracker/mot/basetrack``):
+1. tracked and lost tracks are Kalman-predicted; appearance cost = reconstruction-similarity (RSM,
+   :func:`rsm_cost`); with ``motion`` the cost is ``0.98 * app + 0.02 * Mahalanobis`` and pairs beyond
+   the chi-square 95 % gate (4 dof) are forbidden; Hungarian assignment with cost limit 0.7;
+2. left-over detections vs left-over *tracked* tracks by IoU distance (1 - IoU) with limit 0.5;
+3. unconfirmed tracks (born last frame, not yet matched) vs the rest by IoU distance, limit 0.7;
+   an unmatched unconfirmed track is removed;
+4. a remaining detection with confidence >= 0.5 starts a new (unconfirmed) track;
+5. a track lost for more than the buffer (30 frames at 30 fps) is removed.
+IoU is mask IoU when the detections carry masks (MOTS / PoseTrack), box IoU otherwise. A frame
+without detections only ages the tracks (UniTrack crashes there).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from mec_eval.tasks.kalman import CHI2_95, KalmanFilter, xyah_to_xyxy, xyxy_to_xyah
+
+NEW, TRACKED, LOST, REMOVED = "new", "tracked", "lost", "removed"
+
+
+@dataclass
+class AssociationParams:
+    """The association hyper-parameters; defaults are UniTrack's MOT config values (see tasks/mot.yaml)."""
+    motion: bool = True              # Kalman motion term and gating ("motion=False": appearance only)
+    motion_lambda: float = 0.98      # cost = lambda * appearance + (1 - lambda) * Mahalanobis
+    motion_gated: bool = True        # forbid pairs beyond the chi2 gate (UniTrack: MOT yes, MOTS / PoseTrack no)
+    only_position: bool = False      # Mahalanobis on (cx, cy) only (UniTrack PoseTrack)
+    gate: float = CHI2_95[4]         # chi2 95 % quantile, 4 dof
+    dup_iou_thresh: float = 0.15     # tracked / lost pairs closer than this IoU distance: the younger goes
+    match_thresh: float = 0.7        # cost limit of the appearance assignment
+    iou_thresh: float = 0.5          # IoU-distance limit for left-over detections
+    unconfirmed_thresh: float = 0.7  # IoU-distance limit for unconfirmed tracks
+    new_track_thresh: float = 0.5    # detection confidence needed to start a track
+    track_buffer: int = 30           # frames a lost track is kept (at 30 fps)
+    frame_rate: float = 30.0
+    temperature: float = 0.01        # RSM softmax temperature (1/100)
+    feat_momentum: float = 0.9       # JDE smoothed-feature momentum (same-shaped embeddings)
+
+
+@dataclass
+class Detections:
+    """One frame's observations: boxes [N, 4] XYXY, scores [N], embeddings (N arrays [cells, C],
+    L2-normalised per cell) and optionally masks [N, H, W] bool."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    embeddings: list
+    masks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class TrackState:
+    """One track: its id, state, Kalman mean / covariance, embedding and last observation."""
+    track_id: int
+    state: str
+    mean: np.ndarray
+    covariance: np.ndarray
+    embedding: np.ndarray
+    box: np.ndarray
+    mask: np.ndarray | None
+    start_frame: int
+    end_frame: int
+    confirmed: bool = False
+    history: list = field(default_factory=list)
+
+
+def rsm_cost(track_feats: list, det_feats: list, temperature: float = 0.01) -> np.ndarray:
+    """Reconstruction-similarity cost [T, D] (UniTrack, Sec. 3.3): each set of cells is rebuilt from the
+    other by a softmax (temperature ``temperature``) over cell cosines; cost = 1 - mean of the two
+    mean reconstruction cosines. Features are [cells, C] arrays, rows L2-normalised."""
+    cost = np.zeros((len(track_feats), len(det_feats)))
+    if not len(cost) or not cost.shape[1]:
+        return cost
+    if len({a.shape for a in track_feats}) == 1 and len({b.shape for b in det_feats}) == 1:
+        return _rsm_cost_batched(np.stack(track_feats), np.stack(det_feats), temperature)
+    for i, a in enumerate(track_feats):
+        for j, b in enumerate(det_feats):
+            cost[i, j] = 1.0 - 0.5 * (_reconstruction_cosine(a, b, temperature)
+                                      + _reconstruction_cosine(b, a, temperature))
+    return cost
+
+
+def _rsm_cost_batched(a: np.ndarray, b: np.ndarray, temperature: float, block: int = 1 << 22) -> np.ndarray:
+    """:func:`rsm_cost` for same-shaped cell sets a [T, n, C], b [D, m, C], in blocks of track rows."""
+    rows = max(1, block // max(1, b.shape[0] * a.shape[1] * b.shape[1]))
+    out = []
+    for start in range(0, len(a), rows):
+        sims = np.einsum("tnc,dmc->tdnm", a[start:start + rows], b)
+        out.append(1.0 - 0.5 * (_batched_cosine(sims, a[start:start + rows], b, temperature, keys_axis=3)
+                                + _batched_cosine(sims, a[start:start + rows], b, temperature, keys_axis=2)))
+    return np.concatenate(out)
+
+
+def _batched_cosine(sims: np.ndarray, a: np.ndarray, b: np.ndarray, temperature: float, keys_axis: int) -> np.ndarray:
+    """Mean reconstruction cosine [T, D]: of a's cells from b's (keys_axis 3) or of b's from a's (2)."""
+    logits = sims / temperature
+    weights = np.exp(logits - logits.max(axis=keys_axis, keepdims=True))
+    weights /= weights.sum(axis=keys_axis, keepdims=True)
+    if keys_axis == 3:   # rebuild a[t, n] = sum_m w[t, d, n, m] b[d, m]
+        rebuilt, query = np.einsum("tdnm,dmc->tdnc", weights, b), a[:, None]
+    else:                # rebuild b[d, m] = sum_n w[t, d, n, m] a[t, n]
+        rebuilt, query = np.einsum("tdnm,tnc->tdmc", weights, a), b[None]
+    norms = np.linalg.norm(rebuilt, axis=3) * np.linalg.norm(query, axis=3)
+    return np.mean(np.sum(query * rebuilt, axis=3) / np.maximum(norms, 1e-12), axis=2)
+
+
+def _reconstruction_cosine(query: np.ndarray, keys: np.ndarray, temperature: float) -> float:
+    """Mean cosine between each query cell and its softmax-weighted reconstruction from ``keys``."""
+    logits = query @ keys.T / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    rebuilt = weights @ keys
+    norms = np.linalg.norm(rebuilt, axis=1) * np.linalg.norm(query, axis=1)
+    return float(np.mean(np.sum(query * rebuilt, axis=1) / np.maximum(norms, 1e-12)))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU [N, M] of XYXY boxes."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU [N, M] of boolean masks [N, H, W] and [M, H, W]."""
+    a = np.asarray(a, dtype=bool).reshape(len(a), -1).astype(np.float64)
+    b = np.asarray(b, dtype=bool).reshape(len(b), -1).astype(np.float64)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def assign(cost: np.ndarray, limit: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Hungarian assignment keeping pairs with cost <= limit: (matches, unmatched rows, unmatched cols)."""
+    rows, cols = cost.shape
+    if rows == 0 or cols == 0:
+        return [], list(range(rows)), list(range(cols))
+    # Forbidden pairs (inf) cost more than any allowed one, so the solver never prefers them.
+    finite = np.where(np.isfinite(cost), cost, limit + 1e6)
+    r, c = linear_sum_assignment(finite)
+    matches = [(int(i), int(j)) for i, j in zip(r, c) if finite[i, j] <= limit]
+    matched_rows, matched_cols = {i for i, _ in matches}, {j for _, j in matches}
+    return (matches, [i for i in range(rows) if i not in matched_rows],
+            [j for j in range(cols) if j not in matched_cols])
+
+
+class Tracker:
+    """Online multi-object tracker; call :meth:`update` once per frame, in order."""
+
+    def __init__(self, params: AssociationParams | None = None):
+        self.params = params or AssociationParams()
+        self.kalman = KalmanFilter()
+        self.tracks: list[TrackState] = []
+        self.frame = 0
+        self.next_id = 1
+        self.max_lost = int(round(self.params.frame_rate / 30.0 * self.params.track_buffer))
+
+    def _iou_distance(self, tracks: list[TrackState], dets: Detections, idx: list[int]) -> np.ndarray:
+        if not tracks or not idx:
+            return np.zeros((len(tracks), len(idx)))
+        if dets.masks is not None and all(t.mask is not None for t in tracks):
+            return 1.0 - mask_iou(np.stack([t.mask for t in tracks]), dets.masks[idx])
+        return 1.0 - box_iou(np.stack([t.box for t in tracks]), dets.boxes[idx])
+
+    def _appearance_cost(self, tracks: list[TrackState], dets: Detections) -> np.ndarray:
+        cost = rsm_cost([t.embedding for t in tracks], dets.embeddings, self.params.temperature)
+        if not self.params.motion or not tracks or not len(dets):
+            return cost
+        measurements = xyxy_to_xyah(dets.boxes)
+        p = self.params
+        gate = CHI2_95[2] if p.only_position else p.gate
+        for i, track in enumerate(tracks):
+            gating = self.kalman.gating_distance(track.mean, track.covariance, measurements, p.only_position)
+            if p.motion_gated:
+                cost[i, gating > gate] = np.inf
+            cost[i] = p.motion_lambda * cost[i] + (1 - p.motion_lambda) * gating
+        return cost
+
+    def _observe(self, track: TrackState, dets: Detections, j: int) -> None:
+        """Kalman update and embedding refresh of ``track`` from detection ``j``; the track is (re)tracked."""
+        track.mean, track.covariance = self.kalman.update(track.mean, track.covariance,
+                                                          xyxy_to_xyah(dets.boxes[j])[0])
+        feat = dets.embeddings[j]
+        if track.embedding.shape == feat.shape:  # JDE smoothed feature; masks change size, so keep the latest
+            mixed = self.params.feat_momentum * track.embedding + (1 - self.params.feat_momentum) * feat
+            feat = mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+        track.embedding = feat
+        track.box = dets.boxes[j].astype(np.float64)
+        track.mask = None if dets.masks is None else dets.masks[j]
+        track.state, track.confirmed, track.end_frame = TRACKED, True, self.frame
+        track.history.append((self.frame, j))
+
+    def update(self, dets: Detections) -> list[tuple[int, int]]:
+        """Associate one frame; returns (track id, detection index) of the confirmed, tracked tracks."""
+        self.frame += 1
+        p = self.params
+        for track in self.tracks:
+            if track.state in (TRACKED, LOST):
+                track.mean, track.covariance = self.kalman.predict(track.mean, track.covariance)
+                track.box = xyah_to_xyxy(track.mean)[0]
+        confirmed = [t for t in self.tracks if t.confirmed and t.state in (TRACKED, LOST)]
+        unconfirmed = [t for t in self.tracks if not t.confirmed and t.state == NEW]
+        remaining = list(range(len(dets)))
+        # 1. appearance (+ motion) on tracked and lost tracks
+        matches, rows, cols = assign(self._appearance_cost(confirmed, dets), p.match_thresh)
+        for i, j in matches:
+            self._observe(confirmed[i], dets, remaining[j])
+        remaining = [remaining[j] for j in cols]
+        # 2. IoU for left-over detections vs left-over tracked (not lost) tracks
+        left = [confirmed[i] for i in rows if confirmed[i].state == TRACKED]
+        matches, rows2, cols = assign(self._iou_distance(left, dets, remaining), p.iou_thresh)
+        for i, j in matches:
+            self._observe(left[i], dets, remaining[j])
+        remaining = [remaining[j] for j in cols]
+        for i in rows2:
+            left[i].state = LOST
+        # 3. unconfirmed tracks by IoU; the unmatched ones go
+        matches, rows3, cols = assign(self._iou_distance(unconfirmed, dets, remaining), p.unconfirmed_thresh)
+        for i, j in matches:
+            self._observe(unconfirmed[i], dets, remaining[j])
+        remaining = [remaining[j] for j in cols]
+        for i in rows3:
+            unconfirmed[i].state = REMOVED
+        # 4. new tracks
+        for j in remaining:
+            if dets.scores[j] >= p.new_track_thresh:
+                self._start(dets, j)
+        # 5. expire lost tracks
+        for track in self.tracks:
+            if track.state == LOST and self.frame - track.end_frame > self.max_lost:
+                track.state = REMOVED
+        self._remove_duplicates()
+        self.tracks = [t for t in self.tracks if t.state != REMOVED]
+        return [(t.track_id, t.history[-1][1]) for t in self.tracks
+                if t.state == TRACKED and t.confirmed and t.end_frame == self.frame]
+
+    def _remove_duplicates(self) -> None:
+        """JDE ``remove_duplicate_stracks``: a tracked and a lost track on the same spot; the younger goes."""
+        tracked = [t for t in self.tracks if t.state == TRACKED and t.confirmed]
+        lost = [t for t in self.tracks if t.state == LOST]
+        if not tracked or not lost:
+            return
+        close = 1.0 - box_iou(np.stack([t.box for t in tracked]), np.stack([t.box for t in lost]))
+        for i, j in zip(*np.nonzero(close < self.params.dup_iou_thresh)):
+            a, b = tracked[i], lost[j]
+            younger = a if a.end_frame - a.start_frame < b.end_frame - b.start_frame else b
+            younger.state = REMOVED
+
+    def _start(self, dets: Detections, j: int) -> None:
+        mean, cov = self.kalman.initiate(xyxy_to_xyah(dets.boxes[j])[0])
+        # JDE: tracks born in the first frame are confirmed at once; later ones need a second match.
+        track = TrackState(self.next_id, TRACKED if self.frame == 1 else NEW, mean, cov, dets.embeddings[j],
+                           dets.boxes[j].astype(np.float64), None if dets.masks is None else dets.masks[j],
+                           self.frame, self.frame, confirmed=self.frame == 1, history=[(self.frame, j)])
+        self.next_id += 1
+        self.tracks.append(track)

