@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from mec_eval.checkpoints.canonical import make_canonical, save_canonical
+from mec_eval.checkpoints.detectron2_import import save_detector_canonical
 from mec_eval.checkpoints.export import export_detectron2, export_torchvision
 from mec_eval.checkpoints.layouts import LAYOUTS, convert_to_canonical, explain_arch
 from mec_eval.checkpoints.manifest import fetch_checkpoint
@@ -293,6 +294,8 @@ def convert_checkpoint(spec: str, to: str, out: str | os.PathLike, *, arch: str 
         raise UserError(f"unknown conversion target '{to}' (choose from {', '.join(CONVERT_TARGETS)})")
     out = Path(out).expanduser()
     _check_out(out, force)
+    if to == "canonical" and layout is None and save_detector_canonical(spec, out):
+        return "detectron2 R50-C4 detector"  # heads["rcnn_c4"]: the engine's detector (checkpoints.detectron2_import)
     resolved = resolve_checkpoint(spec, arch=arch, layout=layout)
     model, _ = _build(resolved)
     try:

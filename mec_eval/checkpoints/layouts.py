@@ -497,4 +497,4 @@ def to_canonical(obj: object, source: str, *, arch: str | None = None,
 
 
 # ViT layouts (MAE / U-MAE / M-MAE, DINO ViT, timm ViT) register themselves on import; they use the helpers above.
-from mec_eval.checkpoints import vit_layouts  # noqa: E402,F401
+from mec_eval.checkpoints import vit_layouts  # noqa: F401

@@ -74,8 +74,8 @@ def _detect_dino_vit(obj: object) -> bool:
 def _convert_dino_vit(obj: Mapping) -> Parts:
     teacher = _sd_at(obj, "teacher")
     head = select_prefix(teacher, "head.")
-    notes = ["DINO: the TEACHER backbone is evaluated (as DINO's eval_linear/eval_knn use --checkpoint_key "
-             "teacher); the student is not kept",
+    notes = [("DINO: the TEACHER backbone is evaluated (as DINO's eval_linear/eval_knn use --checkpoint_key "
+              "teacher); the student is not kept"),
              *_leftover_note(teacher, ("backbone.", "head."), "not part of the DINO teacher")]
     meta = {"method": "dino", "epoch": _int_or_none(obj.get("epoch")), "config": _plain_config(obj.get("args"))}
     return Parts(select_prefix(teacher, "backbone."), {"head": head} if head else {}, None, meta, notes)

@@ -2,7 +2,9 @@
 
 Besides the ground truth, each writer adds the observations a tracker is given, made noisy on purpose
 (seeded): boxes / masks / keypoints jittered, about 10 % of the objects missed per frame, and an
-occasional false positive with a lower score. A folder is written to a temp sibling and renamed into
+occasional false positive with a lower score. ``VideoSpec.crossing_miss`` adds misses where objects
+cross: an object whose box overlaps another's is left out with that probability, so that box overlap
+and motion alone lose the objects at the crossings and appearance must re-identify them. A folder is written to a temp sibling and renamed into
 place, so it either exists whole or not at all; an existing complete one is re-used.
 """
 from __future__ import annotations
@@ -30,14 +32,18 @@ DONE = ".complete"      # marker file of a finished folder (written last, before
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """Which synthetic videos: their number, length, size, objects per video and seed."""
+    """Which synthetic videos: their number, length, size (height, width), objects per video, seed, and
+    the miss probability of an object overlapping another (``crossing_miss``, on top of MISS_RATE)."""
     n_videos: int = 3
     n_frames: int = 24
     size: tuple = (96, 128)
     n_objects: int = 3
     seed: int = 0
+    crossing_miss: float = 0.0
 
     def videos(self) -> list[SyntheticVideo]:
+        if not 0.0 <= self.crossing_miss <= 1.0:
+            raise UserError(f"shapes-video: crossing_miss must be a probability in [0, 1] (got {self.crossing_miss!r})")
         return make_videos(self.n_videos, self.seed, n_frames=self.n_frames, size=tuple(self.size),
                            n_objects=self.n_objects)
 
@@ -90,12 +96,25 @@ def _random_box(rng, h: int, w: int):
     return (x1, y1, x1 + bw, y1 + bh)
 
 
-def _observations(rng, video: SyntheticVideo, t: int):
+def _crossing(video: SyntheticVideo, t: int) -> set:
+    """Ids of the objects whose visible box overlaps another object's in frame t."""
+    seen = [(track.id, np.asarray(track.frames[t].box)) for track in video.tracks if track.frames[t] is not None]
+    out = set()
+    for i, (a_id, a) in enumerate(seen):
+        for b_id, b in seen[i + 1:]:
+            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                out |= {a_id, b_id}
+    return out
+
+
+def _observations(rng, video: SyntheticVideo, t: int, crossing_miss: float = 0.0):
     """(track id or 0 for a false positive, TrackFrame or None, score) given to the tracker in frame t."""
     out = []
+    crossing = _crossing(video, t) if crossing_miss > 0 else set()
     for track in video.tracks:
         entry = track.frames[t]
-        if entry is not None and rng.random() >= MISS_RATE:
+        miss = MISS_RATE + (1 - MISS_RATE) * crossing_miss * (track.id in crossing)
+        if entry is not None and rng.random() >= miss:
             out.append((track.id, entry, float(rng.uniform(0.6, 1.0))))
     if rng.random() < FALSE_POSITIVE_RATE:
         out.append((0, None, float(rng.uniform(0.3, 0.7))))
@@ -120,7 +139,7 @@ def write_shapes_mot(root, spec: VideoSpec = VideoSpec()) -> Path:
             for t in range(len(video.frames)):
                 gt += [_row(t + 1, tr.id, tr.frames[t].box, 1, 1, tr.frames[t].visibility)
                        for tr in video.tracks if tr.frames[t] is not None]
-                for tid, entry, score in _observations(rng, video, t):
+                for tid, entry, score in _observations(rng, video, t, spec.crossing_miss):
                     box = _jitter_box(rng, entry.box, h, w) if entry is not None else _random_box(rng, h, w)
                     det.append(_row(t + 1, -1, box, score, -1, -1))
             for name, rows in (("gt/gt.txt", gt), ("det/det.txt", det)):
@@ -154,7 +173,7 @@ def write_shapes_mots(root, spec: VideoSpec = VideoSpec()) -> Path:
             for t in range(len(video.frames)):
                 gt += [f"{t + 1} {MOTS_CLASS * 1000 + tr.id} {MOTS_CLASS} {h} {w} {_rle(tr.frames[t].mask)}"
                        for tr in video.tracks if tr.frames[t] is not None]
-                for k, (tid, entry, _score) in enumerate(_observations(rng, video, t)):
+                for k, (tid, entry, _score) in enumerate(_observations(rng, video, t, spec.crossing_miss)):
                     if entry is None:
                         mask = np.zeros((h, w), dtype=bool)
                         x1, y1, x2, y2 = (int(v) for v in _random_box(rng, h, w))
@@ -199,7 +218,7 @@ def write_shapes_posetrack(root, spec: VideoSpec = VideoSpec()) -> Path:
                         gt.append({"id": len(gt) + 1, "image_id": image_id, "track_id": tr.id, "category_id": 1,
                                    "keypoints": _joints(tr.frames[t].keypoints).ravel().round(2).tolist(),
                                    "bbox_head": np.round(_head_box(tr.frames[t].box), 2).tolist()})
-                for tid, entry, score in _observations(rng, video, t):
+                for tid, entry, score in _observations(rng, video, t, spec.crossing_miss):
                     if entry is None:
                         x1, y1, x2, y2 = _random_box(rng, *video.size)
                         kp = np.column_stack([rng.uniform(x1, x2, 12), rng.uniform(y1, y2, 12), np.full(12, 0.5)])

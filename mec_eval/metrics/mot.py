@@ -24,6 +24,8 @@ from mec_eval.utils import UserError
 MOT_BENCHMARKS = ("MOT15", "MOT16", "MOT17", "MOT20")
 MOT_LAYOUT = ("GT_FOLDER/<seq>/gt/gt.txt and GT_FOLDER/<seq>/seqinfo.ini (MOTChallenge / TrackEval layout), "
               "results RESULTS_FOLDER/<seq>.txt")
+MOTS_GT_LAYOUT = ("GT_FOLDER/<seq>/gt/gt.txt + GT_FOLDER/<seq>/seqinfo.ini, or the MOTS20 release "
+                  "GT_FOLDER/instances_txt/<seq>.txt + GT_FOLDER[/train]/<seq>/seqinfo.ini; results RESULTS_FOLDER/<seq>.txt")
 _QUIET = {"PRINT_CONFIG": False}
 _EVAL_CONFIG = {"USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False, "TIME_PROGRESS": False,
                 "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "BREAK_ON_ERROR": True,
@@ -159,25 +161,60 @@ def _has_unlabelled_classes(path: Path) -> bool:
 
 
 def evaluate_mots(gt_folder, results_folder, sequences=None) -> dict:
-    """Score MOTS RLE txt results (``time id class h w rle``) against ``<gt>/<seq>/gt/gt.txt`` by mask IoU.
+    """Score MOTS RLE txt results (``time id class h w rle``) against the gt by mask IoU.
 
-    TrackEval MOTSChallenge: class 2 (pedestrian) is evaluated, class 10 regions are ignored.
+    The gt is read from ``<gt>/<seq>/gt/gt.txt`` (TrackEval layout) or, in the MOTS20 release layout,
+    from ``<gt>/instances_txt/<seq>.txt`` (``<seq>/seqinfo.ini`` is needed in both). TrackEval
+    MOTSChallenge: class 2 (pedestrian) is evaluated, class 10 regions are ignored.
     Returns the same keys as :func:`evaluate_mot`.
     """
     gt_folder, results_folder = Path(gt_folder), Path(results_folder)
-    lengths = _sequences(gt_folder, results_folder, "gt/gt.txt", sequences)
-    for seq, length in lengths.items():
-        for path in (gt_folder / seq / "gt" / "gt.txt", results_folder / f"{seq}.txt"):
-            check_text_rows(path, 6, 5, length)
-    import trackeval
+    release = (gt_folder / "instances_txt").is_dir()
+    if release:
+        lengths = _release_sequences(gt_folder, results_folder, sequences)
+    else:
+        lengths = _sequences(gt_folder, results_folder, "gt/gt.txt", sequences)
+    with contextlib.ExitStack() as stack:
+        if release:  # TrackEval reads <seq>/gt/gt.txt only: lay the release's files out that way
+            gt_folder = _trackeval_gt_layout(stack, gt_folder, lengths)
+        for seq, length in lengths.items():
+            for path in (gt_folder / seq / "gt" / "gt.txt", results_folder / f"{seq}.txt"):
+                check_text_rows(path, 6, 5, length)
+        import trackeval
 
-    with _tracker_layout(results_folder, lengths) as (trackers, name):
+        trackers, name = stack.enter_context(_tracker_layout(results_folder, lengths))
         dataset = trackeval.datasets.MOTSChallenge({
             **_QUIET, "GT_FOLDER": str(gt_folder), "TRACKERS_FOLDER": str(trackers), "TRACKERS_TO_EVAL": [name],
             "TRACKER_SUB_FOLDER": "", "OUTPUT_FOLDER": str(trackers), "SKIP_SPLIT_FOL": True,
             "SEQ_INFO": dict(lengths)})
         per_seq = _run_trackeval(dataset, [trackeval.metrics.HOTA, trackeval.metrics.CLEAR, trackeval.metrics.Identity])
     return _summary(per_seq, "pedestrian")
+
+
+def _release_sequences(gt_folder: Path, results_folder: Path, only=None) -> dict[str, int]:
+    """Sequences of a MOTS20 release root (``instances_txt/<seq>.txt`` + ``<seq>/seqinfo.ini``)."""
+    seqs = sorted(p.stem for p in (gt_folder / "instances_txt").glob("*.txt") if not only or p.stem in only)
+    if not seqs:
+        raise UserError(f"{gt_folder / 'instances_txt'} holds no <seq>.txt; expected {MOTS_GT_LAYOUT}")
+    if not results_folder.is_dir():
+        raise UserError(f"results folder {results_folder} does not exist; expected {MOTS_GT_LAYOUT}")
+    missing = [s for s in seqs if not (results_folder / f"{s}.txt").is_file()]
+    if missing:
+        raise UserError(f"{results_folder} lacks results for {', '.join(missing[:5])} "
+                        f"(expected one <seq>.txt per gt sequence; an empty file for no tracks)")
+    base = gt_folder / "train" if (gt_folder / "train").is_dir() else gt_folder
+    return {s: read_seq_length(base / s) for s in seqs}
+
+
+def _trackeval_gt_layout(stack: contextlib.ExitStack, gt_folder: Path, lengths: dict) -> Path:
+    """A temp ``<tmp>/<seq>/{gt/gt.txt, seqinfo.ini}`` copy of a MOTS20 release root."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mec-mots-gt-")))
+    base = gt_folder / "train" if (gt_folder / "train").is_dir() else gt_folder
+    for seq in lengths:
+        (tmp / seq / "gt").mkdir(parents=True)
+        shutil.copyfile(gt_folder / "instances_txt" / f"{seq}.txt", tmp / seq / "gt" / "gt.txt")
+        shutil.copyfile(base / seq / "seqinfo.ini", tmp / seq / "seqinfo.ini")
+    return tmp
 
 
 def _xywh_iou_distance(gt: np.ndarray, hyp: np.ndarray, max_distance: float) -> np.ndarray:

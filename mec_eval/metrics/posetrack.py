@@ -3,8 +3,9 @@
 Each of the 17 joints is tracked as its own point set: in every labelled frame the visible gt
 joints are matched to the predicted ones of the same joint when the PCKh distance ||gt - pred|| /
 head size is <= 0.5, head size = 0.6 x the diagonal of the gt head box (poseval ``SC_BIAS``). A
-motmetrics 1.4.0 accumulator per joint gives IDF1, MOTA and ID switches; ``idf1`` and ``mota`` are
-the means over joints (percent), ``id_switches`` the sum over joints; per-joint values in "per_joint".
+motmetrics 1.4.0 accumulator per joint and sequence gives IDF1, MOTA and ID switches, aggregated as
+poseval ``evaluateTracking.computeMetrics`` does (see :func:`score_pose_tracking`): ``idf1`` and
+``mota`` are means over joints (percent), ``id_switches`` the sum over joints; per joint in "per_joint".
 """
 from __future__ import annotations
 
@@ -41,24 +42,36 @@ def _joint_distances(frame: PoseFrame, joint: int):
     return frame.gt_ids[gt_vis], frame.pred_ids[pr_vis], dist
 
 
-def score_pose_tracking(frames: list[PoseFrame]) -> dict:
-    """IDF1 / MOTA (mean over joints, percent) and ID switches (sum over joints) of labelled frames."""
+def score_pose_tracking(sequences: list) -> dict:
+    """poseval ``computeMetrics`` aggregation over ``sequences`` (each a list of labelled :class:`PoseFrame`):
+    one motmetrics accumulator per joint and sequence; per joint, MOTA from the misses, false positives
+    and switches summed over sequences, IDF1 the mean of the sequences' IDF1, ID switches the sum; the
+    totals are the means over joints of MOTA and IDF1 (percent) and the *sum* over joints of the ID
+    switches (poseval ``num_switches[total] = sum``). A joint with no visible gt is left out, as poseval's
+    NaN. Unlike poseval, the last frame of each sequence is scored too (poseval drops it, ``imgidxs[:-1]``)."""
     import motmetrics as mm
 
-    accumulators = [mm.MOTAccumulator(auto_id=True) for _ in range(NUM_JOINTS)]
-    for frame in frames:
-        for joint, acc in enumerate(accumulators):
-            gt_ids, pr_ids, dist = _joint_distances(frame, joint)
-            acc.update(gt_ids.tolist(), pr_ids.tolist(), dist)
     host = mm.metrics.create()
+    names = ["num_misses", "num_switches", "num_false_positives", "num_objects", "idf1"]
+    totals = np.zeros((NUM_JOINTS, 4))
+    idf1 = [[] for _ in range(NUM_JOINTS)]
+    for frames in sequences:
+        accumulators = [mm.MOTAccumulator(auto_id=True) for _ in range(NUM_JOINTS)]
+        for frame in frames:
+            for joint, acc in enumerate(accumulators):
+                gt_ids, pr_ids, dist = _joint_distances(frame, joint)
+                acc.update(gt_ids.tolist(), pr_ids.tolist(), dist)
+        for joint, acc in enumerate(accumulators):
+            m = host.compute(acc, metrics=names, return_dataframe=False, name="acc")
+            totals[joint] += [m["num_misses"], m["num_switches"], m["num_false_positives"], m["num_objects"]]
+            if m["num_objects"] > 0:
+                idf1[joint].append(float(m["idf1"]))
     per_joint = []
-    for acc in accumulators:
-        s = host.compute(acc, metrics=["idf1", "mota", "num_switches", "num_objects"], name="j")
-        objects = int(s["num_objects"].iloc[0])
-        # A joint never visible in the gt has no defined score; poseval leaves it out of the mean too.
+    for joint in range(NUM_JOINTS):
+        misses, switches, false_pos, objects = totals[joint]
         per_joint.append(None if objects == 0 else {
-            "idf1": 100 * float(s["idf1"].iloc[0]), "mota": 100 * float(s["mota"].iloc[0]),
-            "id_switches": int(s["num_switches"].iloc[0])})
+            "idf1": 100 * float(np.mean(idf1[joint])), "mota": 100 * (1 - (misses + switches + false_pos) / objects),
+            "id_switches": int(switches)})
     scored = [j for j in per_joint if j is not None]
     if not scored:
         raise UserError("PoseTrack scoring: no visible gt joint in any labelled frame")
@@ -97,11 +110,10 @@ def evaluate_posetrack(gt_folder, results_folder, names=None) -> dict:
     names = sorted(p.stem for p in gt_folder.glob("*.json") if not names or p.stem in names)
     if not names:
         raise UserError(f"{gt_folder} holds no <seq>.json file (PoseTrack 2018 annotations/val)")
-    frames = []
-    for index, name in enumerate(names):
+    sequences = []
+    for name in names:
         gt_path, pred_path = gt_folder / f"{name}.json", results_folder / f"{name}.json"
         if not pred_path.is_file():
             raise UserError(f"{results_folder} lacks {name}.json (one prediction file per gt sequence)")
-        frames += frames_from_json(read_json(gt_path), read_json(pred_path), str(gt_path), str(pred_path),
-                                  id_offset=index * 10**7)
-    return score_pose_tracking(frames)
+        sequences.append(frames_from_json(read_json(gt_path), read_json(pred_path), str(gt_path), str(pred_path)))
+    return score_pose_tracking(sequences)

@@ -79,7 +79,8 @@ def build_resnet_tiny() -> ResNet:
 
 def _register_vit(name: str, size: str, img_size: int, patch_size: int, help: str) -> None:
     def build() -> nn.Module:
-        from mec_eval.models.vit import ViTEncoder, vit_spec  # timm loads only when a ViT is built
+        # Imported here: timm loads only when a ViT is built.
+        from mec_eval.models.vit import ViTEncoder, vit_spec
 
         return ViTEncoder(vit_spec(size, img_size, patch_size))
 

@@ -109,6 +109,7 @@ class MaskedAutoencoder(nn.Module):
         self.backbone, self.mask_ratio = backbone, mask_ratio
         self.decoder = MAEDecoder(backbone.feature_dim, backbone.num_patches, tuple(backbone.patch_embed.grid_size),
                                   backbone.patch_size, decoder_dim, decoder_depth, decoder_heads)
+        self.cls_feature = nn.Identity()  # no weights: a hook point for the CLS token the regularisers see
 
     def forward(self, images: torch.Tensor) -> MAEOutput:
         b = images.shape[0]
@@ -119,4 +120,5 @@ class MaskedAutoencoder(nn.Module):
         masking = random_masking(b, self.backbone.num_patches, self.mask_ratio, images.device)
         latent = self.backbone.forward_tokens(images, masking.ids_keep)
         pred = self.decoder(latent, masking.ids_restore)
-        return MAEOutput(pred, patchify(images, self.backbone.patch_size), masking.mask, latent[:, 0])
+        return MAEOutput(pred, patchify(images, self.backbone.patch_size), masking.mask,
+                         self.cls_feature(latent[:, 0]))

@@ -116,10 +116,35 @@ def _out_channels(stage: nn.Module) -> int:
     return int(norm.num_features)
 
 
-def c4_backbone(resnet: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
-    """(res4 trunk = stem + layer1..3, res5 = a copy of layer4, res4 channels, res4 stride) of a torchvision ResNet.
+C4_STRIDE = 16  # detectron2 R50-C4: res4 at 1/16 (the anchors' and the pooler's stride)
 
-    Raises ValueError for a model without the ResNet stages (a ViT, for instance).
+
+def _measured_stride(trunk: nn.Module) -> int:
+    probe = torch.zeros(1, 3, 64, 64)
+    was_training = trunk.training
+    with torch.no_grad():
+        stride = 64 // trunk.eval()(probe).shape[-1]
+    trunk.train(was_training)
+    return int(stride)
+
+
+def _imagenet_stem_strides(trunk: nn.Module) -> None:
+    """Give a CIFAR stem (3x3 conv stride 1, no max-pool) the strides of torchvision's ImageNet stem.
+
+    conv1 strides 2 and a 3x3 stride-2 max-pool follows (``torchvision.models.resnet``), so res4 sits at
+    1/16 as the C4 protocol wants; the weights are unchanged (a stride is not a parameter). On the
+    128-192 px cpu-small images this also shows layer1 a 32-48 px map, the scale a 32-px pre-training saw.
+    """
+    trunk.conv1.stride = (2, 2)
+    trunk.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+
+def c4_backbone(resnet: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
+    """(res4 trunk = stem + layer1..3, res5 = a copy of layer4, res4 channels, res4 stride 16) of a torchvision ResNet.
+
+    A CIFAR-stem ResNet (``resnet_tiny``, ``cifar_resnet18``: res4 at 1/4) gets the ImageNet stem's
+    strides (:func:`_imagenet_stem_strides`). Raises ValueError for a model without the ResNet stages
+    (a ViT, for instance) or whose res4 stride cannot be made 16.
     """
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     if not all(isinstance(getattr(resnet, n, None), nn.Module) for n in names):
@@ -127,12 +152,14 @@ def c4_backbone(resnet: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
     # named like torchvision's ResNet, so checkpoint keys and detectron2 names map one-to-one
     trunk = nn.Sequential(OrderedDict((n, copy.deepcopy(getattr(resnet, n))) for n in names[:-1]))
     res5 = copy.deepcopy(resnet.layer4)
-    probe = torch.zeros(1, 3, 64, 64)
-    was_training = trunk.training
-    with torch.no_grad():
-        stride = 64 // trunk.eval()(probe).shape[-1]  # derived, so a CIFAR-stem ResNet (stride 4) works too
-    trunk.train(was_training)
-    return trunk, res5, _out_channels(resnet.layer3), int(stride)
+    stride = _measured_stride(trunk)
+    cifar_stem = trunk.conv1.stride == (1, 1) and isinstance(trunk.maxpool, nn.Identity)
+    if stride * 4 == C4_STRIDE and cifar_stem:
+        _imagenet_stem_strides(trunk)
+        stride = _measured_stride(trunk)
+    if stride != C4_STRIDE:
+        raise ValueError(f"the C4 detector needs res4 at stride {C4_STRIDE}; this ResNet has stride {stride}")
+    return trunk, res5, _out_channels(resnet.layer3), stride
 
 
 class RCNNC4(nn.Module):
@@ -156,7 +183,9 @@ class RCNNC4(nn.Module):
             anchors, RPNHead(channels, anchors.num_anchors_per_location()[0]), high, low, rpn.batch_size_per_image,
             rpn.positive_fraction, {"training": rpn.pre_nms_topk_train, "testing": rpn.pre_nms_topk_test},
             {"training": rpn.post_nms_topk_train, "testing": rpn.post_nms_topk_test}, rpn.nms_thresh)
-        self.rpn.min_size = 0.0  # detectron2 MIN_SIZE 0 (keeps boxes of positive width and height)
+        # detectron2 MIN_SIZE 0 keeps boxes of positive width and height (Boxes.nonempty: > 0); torchvision's
+        # remove_small_boxes keeps >= min_size, so 0.0 would keep empty (clipped) boxes: the smallest positive float
+        self.rpn.min_size = torch.finfo(torch.float32).tiny
         res5_channels = _out_channels(res5)
         mask_head = MaskHead(res5_channels, num_classes, mask_dim) if mask_on else None
         self.roi_heads = Res5ROIHeads(res5, res5_channels, 1.0 / stride, self.labels, roi, mask_head)
@@ -252,5 +281,5 @@ def from_detectron2_names(state_dict: dict) -> dict:
     return _rename(state_dict, _D2_REVERSE)
 
 
-__all__ = ["PIXEL_MEAN", "PIXEL_STD", "RCNNC4", "Detectron2Anchors", "Detectron2RPN", "RoiSettings", "RpnSettings",
+__all__ = ["C4_STRIDE", "PIXEL_MEAN", "PIXEL_STD", "RCNNC4", "Detectron2Anchors", "Detectron2RPN", "RoiSettings", "RpnSettings",
            "c4_backbone", "from_detectron2_names", "norm_parameters", "to_detectron2_names"]

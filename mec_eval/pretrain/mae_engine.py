@@ -26,6 +26,7 @@ from mec_eval.log import JsonLogger
 from mec_eval.models import build_backbone
 from mec_eval.models.mae import MaskedAutoencoder
 from mec_eval.objectives.mae import MAELoss, build_mae_objective
+from mec_eval.pretrain.collapse import CollapseMonitor
 from mec_eval.pretrain.engine import PretrainStore
 from mec_eval.runs import save_config
 from mec_eval.training.engine import Hooks, LoopOptions, TrainingEngine, make_plan
@@ -137,11 +138,20 @@ def train_mae(cfg: PretrainConfig, setup: MAESetup, out: Path, quiet: bool) -> P
         if history and history[-1]["epoch"] == epochs_done:  # the store appended it when saving
             logger.log(event="epoch", **history[-1])
 
+    hooks = Hooks(on_epoch_end=epoch_end)
+    if cfg.run.diagnostics_every:  # H_1 / effective rank of the batch's CLS tokens (the regularisers' input)
+        monitor = CollapseMonitor(setup.net.cls_feature, cfg.run.diagnostics_every, logger)
+
+        def measure(iteration: int, _epoch: float) -> None:
+            monitor.after(iteration)  # logs its own event=diagnostics line
+
+        hooks = Hooks(before_step=lambda iteration, _epoch: monitor.before(iteration), after_step=measure,
+                      on_epoch_end=epoch_end)
+
     groups = mae_param_groups(setup.net, cfg.optim.weight_decay)
     engine = TrainingEngine(setup.net, groups, mae_step(setup.objective, setup.device, setup.amp_dtype),
                             setup.dataset, cfg.optim, plan, options,
-                            MAEStore(out, cfg, setup.net, plan, history, logger), logger,
-                            Hooks(on_epoch_end=epoch_end))
+                            MAEStore(out, cfg, setup.net, plan, history, logger), logger, hooks)
     if is_main_process():
         save_config(out, to_dict(cfg))
     logger.info(engine.scale_line())

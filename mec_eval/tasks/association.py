@@ -1,4 +1,4 @@
-"""JDE / FairMOT-style online association, as UniTrack's MOT, MOTS and PoseTrack heads (numpy only).
+"""JDE / FairMOT-style online association, as UniTrack's MOT, MOTS and PoseTrack heads (numpy; RSM in torch).
 
 Per frame (Wang et al., JDE, ECCV 2020 ``multitracker.py``; UniTrack ``tracker/mot/basetrack``):
 1. tracked and lost tracks are Kalman-predicted; appearance cost = reconstruction-similarity (RSM,
@@ -7,7 +7,8 @@ Per frame (Wang et al., JDE, ECCV 2020 ``multitracker.py``; UniTrack ``tracker/m
 2. left-over detections vs left-over *tracked* tracks by IoU distance (1 - IoU) with limit 0.5;
 3. unconfirmed tracks (born last frame, not yet matched) vs the rest by IoU distance, limit 0.7;
    an unmatched unconfirmed track is removed;
-4. a remaining detection with confidence >= 0.5 starts a new (unconfirmed) track;
+4. a remaining detection with confidence >= 0.5 starts a new (unconfirmed) track (the MOT adapter drops
+   detections at or below that confidence before association, as UniTrack ``prepare_obs``);
 5. a track lost for more than the buffer (30 frames at 30 fps) is removed.
 IoU is mask IoU when the detections carry masks (MOTS / PoseTrack), box IoU otherwise. A frame
 without detections only ages the tracks (UniTrack crashes there).
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 from mec_eval.tasks.kalman import CHI2_95, KalmanFilter, xyah_to_xyxy, xyxy_to_xyah
@@ -40,7 +42,6 @@ class AssociationParams:
     track_buffer: int = 30           # frames a lost track is kept (at 30 fps)
     frame_rate: float = 30.0
     temperature: float = 0.01        # RSM softmax temperature (1/100)
-    feat_momentum: float = 0.9       # JDE smoothed-feature momentum (same-shaped embeddings)
 
 
 @dataclass
@@ -72,55 +73,46 @@ class TrackState:
     history: list = field(default_factory=list)
 
 
-def rsm_cost(track_feats: list, det_feats: list, temperature: float = 0.01) -> np.ndarray:
-    """Reconstruction-similarity cost [T, D] (UniTrack, Sec. 3.3): each set of cells is rebuilt from the
-    other by a softmax (temperature ``temperature``) over cell cosines; cost = 1 - mean of the two
-    mean reconstruction cosines. Features are [cells, C] arrays, rows L2-normalised."""
-    cost = np.zeros((len(track_feats), len(det_feats)))
-    if not len(cost) or not cost.shape[1]:
-        return cost
-    if len({a.shape for a in track_feats}) == 1 and len({b.shape for b in det_feats}) == 1:
-        return _rsm_cost_batched(np.stack(track_feats), np.stack(det_feats), temperature)
-    for i, a in enumerate(track_feats):
-        for j, b in enumerate(det_feats):
-            cost[i, j] = 1.0 - 0.5 * (_reconstruction_cosine(a, b, temperature)
-                                      + _reconstruction_cosine(b, a, temperature))
-    return cost
+def rsm_cost(track_feats: list, det_feats: list, temperature: float = 0.01,
+             block: int = 1 << 24) -> np.ndarray:
+    """Reconstruction-similarity cost [T, D] (UniTrack Sec. 3.3, ``core/association/matching.py``
+    ``reconsdot_distance``): the cell sets are zero-padded to a common length; every track cell is rebuilt
+    from the cells of each detection with softmax weights taken over *all* detections' cells jointly
+    (temperature ``temperature``), and every detection cell from the tracks' cells likewise; a pair's
+    similarity is the cosine of the flattened rebuilt set with the flattened original one, and
+    cost = 1 - mean of the two directions. Features are [cells, C] arrays, rows L2-normalised."""
+    if not len(track_feats) or not len(det_feats):
+        return np.zeros((len(track_feats), len(det_feats)))
+    trk, det = _padded(track_feats), _padded(det_feats)
+    (n_trk, n_cells, dim), (n_det, m_cells, _) = trk.shape, det.shape
+    aff = (trk.reshape(-1, dim) @ det.reshape(-1, dim).T) / temperature      # [T*N, D*M]
+    w_td = torch.softmax(aff, dim=1).reshape(n_trk, n_cells, n_det, m_cells)
+    w_dt = torch.softmax(aff, dim=0).T.reshape(n_det, m_cells, n_trk, n_cells)
+    dot_td = _rebuilt_cosine(w_td, det, trk, block)                          # [T, D]
+    dot_dt = _rebuilt_cosine(w_dt, trk, det, block)                          # [D, T]
+    return (1.0 - 0.5 * (dot_td + dot_dt.T)).double().numpy()
 
 
-def _rsm_cost_batched(a: np.ndarray, b: np.ndarray, temperature: float, block: int = 1 << 22) -> np.ndarray:
-    """:func:`rsm_cost` for same-shaped cell sets a [T, n, C], b [D, m, C], in blocks of track rows."""
-    rows = max(1, block // max(1, b.shape[0] * a.shape[1] * b.shape[1]))
+def _padded(feats: list) -> torch.Tensor:
+    """[K, max cells, C] float32 of K [cells, C] arrays, zero rows appended (UniTrack ``get_track_feat``)."""
+    out = torch.zeros(len(feats), max(len(f) for f in feats), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, :len(f)] = torch.as_tensor(f, dtype=torch.float32)
+    return out
+
+
+def _rebuilt_cosine(weights: torch.Tensor, keys: torch.Tensor, queries: torch.Tensor, block: int) -> torch.Tensor:
+    """cos(flattened sum_m weights[q, n, k, m] keys[k, m], flattened queries[q]) [Q, K], in blocks of q rows."""
+    n_q, n_cells, n_k, m_cells = weights.shape
+    query_norm = queries.flatten(1).norm(dim=1).clamp_min(1e-12)
+    rows = max(1, block // max(1, n_cells * n_k * keys.shape[2]))
     out = []
-    for start in range(0, len(a), rows):
-        sims = np.einsum("tnc,dmc->tdnm", a[start:start + rows], b)
-        out.append(1.0 - 0.5 * (_batched_cosine(sims, a[start:start + rows], b, temperature, keys_axis=3)
-                                + _batched_cosine(sims, a[start:start + rows], b, temperature, keys_axis=2)))
-    return np.concatenate(out)
-
-
-def _batched_cosine(sims: np.ndarray, a: np.ndarray, b: np.ndarray, temperature: float, keys_axis: int) -> np.ndarray:
-    """Mean reconstruction cosine [T, D]: of a's cells from b's (keys_axis 3) or of b's from a's (2)."""
-    logits = sims / temperature
-    weights = np.exp(logits - logits.max(axis=keys_axis, keepdims=True))
-    weights /= weights.sum(axis=keys_axis, keepdims=True)
-    if keys_axis == 3:   # rebuild a[t, n] = sum_m w[t, d, n, m] b[d, m]
-        rebuilt, query = np.einsum("tdnm,dmc->tdnc", weights, b), a[:, None]
-    else:                # rebuild b[d, m] = sum_n w[t, d, n, m] a[t, n]
-        rebuilt, query = np.einsum("tdnm,tnc->tdmc", weights, a), b[None]
-    norms = np.linalg.norm(rebuilt, axis=3) * np.linalg.norm(query, axis=3)
-    return np.mean(np.sum(query * rebuilt, axis=3) / np.maximum(norms, 1e-12), axis=2)
-
-
-def _reconstruction_cosine(query: np.ndarray, keys: np.ndarray, temperature: float) -> float:
-    """Mean cosine between each query cell and its softmax-weighted reconstruction from ``keys``."""
-    logits = query @ keys.T / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    weights /= weights.sum(axis=1, keepdims=True)
-    rebuilt = weights @ keys
-    norms = np.linalg.norm(rebuilt, axis=1) * np.linalg.norm(query, axis=1)
-    return float(np.mean(np.sum(query * rebuilt, axis=1) / np.maximum(norms, 1e-12)))
+    for s in range(0, n_q, rows):
+        rebuilt = torch.einsum("qnkm,kmc->qknc", weights[s:s + rows], keys)      # [q, K, N, C]
+        dots = torch.einsum("qknc,qnc->qk", rebuilt, queries[s:s + rows])
+        norms = rebuilt.flatten(2).norm(dim=2).clamp_min(1e-12) * query_norm[s:s + rows, None]
+        out.append(dots / norms)
+    return torch.cat(out)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -194,11 +186,8 @@ class Tracker:
         """Kalman update and embedding refresh of ``track`` from detection ``j``; the track is (re)tracked."""
         track.mean, track.covariance = self.kalman.update(track.mean, track.covariance,
                                                           xyxy_to_xyah(dets.boxes[j])[0])
-        feat = dets.embeddings[j]
-        if track.embedding.shape == feat.shape:  # JDE smoothed feature; masks change size, so keep the latest
-            mixed = self.params.feat_momentum * track.embedding + (1 - self.params.feat_momentum) * feat
-            feat = mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
-        track.embedding = feat
+        # UniTrack's RSM reads the track's current feature (``feat_flag='curr'``), not the smoothed one.
+        track.embedding = dets.embeddings[j]
         track.box = dets.boxes[j].astype(np.float64)
         track.mask = None if dets.masks is None else dets.masks[j]
         track.state, track.confirmed, track.end_frame = TRACKED, True, self.frame
@@ -210,6 +199,9 @@ class Tracker:
         p = self.params
         for track in self.tracks:
             if track.state in (TRACKED, LOST):
+                if track.state == LOST:  # STrack.multi_predict: a lost track's height velocity is reset
+                    track.mean = track.mean.copy()
+                    track.mean[7] = 0.0
                 track.mean, track.covariance = self.kalman.predict(track.mean, track.covariance)
                 track.box = xyah_to_xyxy(track.mean)[0]
         confirmed = [t for t in self.tracks if t.confirmed and t.state in (TRACKED, LOST)]

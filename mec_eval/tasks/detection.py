@@ -31,7 +31,6 @@ from mec_eval.data.detection import LOADERS
 from mec_eval.dist import (
     autocast,
     is_main_process,
-    rank,
     resolve_device,
     resolve_precision,
 )
@@ -44,7 +43,6 @@ from mec_eval.tasks.detection_configs import DetectionConfig
 from mec_eval.tasks.training import TrainedTask
 from mec_eval.training.distributed import evaluation_share
 from mec_eval.training.engine import LoopOptions, TrainingEngine, make_plan
-from mec_eval.training.sampling import EpochBatches, SeededItems
 from mec_eval.training.state import StateFile
 from mec_eval.utils import UserError, atomic_write_text
 
@@ -136,21 +134,9 @@ def build_detector(encoder, num_classes: int, cfg: DetectionConfig) -> RCNNC4:
     try:
         return RCNNC4(encoder.backbone, num_classes, m.mask_on, rpn, RoiSettings(batch_size_per_image=m.roi_batch_per_image),
                       m.mask_dim)
-    except ValueError:
-        raise UserError(f"the detection tasks build the R50-C4 detector on a ResNet (layer1..layer4); checkpoint "
-                        f"{encoder.name} is a {encoder.arch}, which has no such stages") from None
-
-
-class _DetectionEngine(TrainingEngine):
-    """The shared engine with list batches: detection images differ in size, so they are not stacked."""
-
-    def _loader(self, epoch: int, start: int) -> DataLoader:
-        p, opts = self.plan, self.options
-        last = min(p.iters_per_epoch, p.total_iters - epoch * p.iters_per_epoch)
-        batches = EpochBatches(len(self.dataset), p.effective_batch, last, opts.seed, epoch, start, rank(),
-                               p.world_size)
-        return DataLoader(SeededItems(self.dataset, opts.seed), batch_sampler=batches, num_workers=opts.num_workers,
-                          collate_fn=list, pin_memory=opts.device.type == "cuda")
+    except ValueError as err:
+        raise UserError(f"the detection tasks build the R50-C4 detector on a ResNet (layer1..layer4, res4 at stride "
+                        f"16); checkpoint {encoder.name} is a {encoder.arch}: {err}") from None
 
 
 @dataclass
@@ -193,9 +179,10 @@ def train_detector(model: RCNNC4, train: Dataset, cfg: DetectionConfig, base_lr:
     options = LoopOptions(seed=cfg.run.seed, device=device, amp_dtype=amp, channels_last=device.type == "cuda",
                           save_every=cfg.optim.save_every, log_every=cfg.optim.log_every,
                           sync_bn=cfg.model.norm == "syncbn", num_workers=cfg.data.num_workers, quiet=quiet,
-                          desc="train", non_finite_hint=f"lower optim.base_lr (now {base_lr}) or use run.precision=fp32")
+                          desc="train", non_finite_hint=f"lower optim.base_lr (now {base_lr}) or use run.precision=fp32",
+                          collate_fn=list)  # images differ in size: a list of (image, target), not a stack
     store = StateFile(workdir / "state.pt", model.state_dict, model.load_state_dict)
-    engine = _DetectionEngine(model, groups, step, train, optim, plan, options, store, logger)
+    engine = TrainingEngine(model, groups, step, train, optim, plan, options, store, logger)
     engine.fit()
     return engine
 
@@ -299,6 +286,10 @@ class DetectionTask(TrainedTask):
             return float(best), chosen
 
     def run(self, encoder, cfg: DetectionConfig, workdir: Path) -> Result:
+        if cfg.backend == "detectron2":  # detectron2's own trainer and evaluators (imported only then)
+            from mec_eval.tasks import detectron2_backend
+
+            return detectron2_backend.run(self, encoder, cfg, workdir)
         base_lr, search = (self.select_lr(encoder, cfg) if cfg.lr_search.enabled else (cfg.optim.base_lr, None))
         train, _ = self._sets(cfg, "train")
         test = load_split(cfg, "test", TestResize(cfg.data.min_size_test, cfg.data.max_size))

@@ -110,3 +110,4 @@ class DetectionConfig:
     optim: DetectionOptimConfig = field(default_factory=DetectionOptimConfig)
     run: DetectionRunConfig = field(default_factory=DetectionRunConfig)
     lr_search: LrSearchConfig = field(default_factory=LrSearchConfig)
+    backend: str = checked("torchvision", choices=("torchvision", "detectron2"))  # detectron2: tasks.detectron2_backend

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from mec_eval.data import shapes_tracking
-from mec_eval.data.mot import VideoSequences, decode_masks
+from mec_eval.data.mot import VideoSequences, decode_masks, mots_gt_file
 from mec_eval.metrics.mot import evaluate_mots
 from mec_eval.tasks.association import Detections
 from mec_eval.tasks.mot import TrackingTask, mask_embeddings
@@ -72,4 +72,8 @@ class MOTSTask(TrackingTask):
         atomic_write_text(path, "".join(lines))
 
     def score(self, data, tracks_dir: Path, cfg: TrackingConfig) -> dict:
-        return evaluate_mots(data.dirs[0].parent, tracks_dir, sequences=[d.name for d in data.dirs])
+        """TrackEval on ``<seq>/gt/gt.txt`` or, where the sequences have none, on the release's
+        ``instances_txt/<seq>.txt`` (the folder :func:`mots_gt_file` found it in)."""
+        gt = mots_gt_file(data.dirs[0])
+        base = data.dirs[0].parent if gt.parent.name == "gt" else gt.parent.parent
+        return evaluate_mots(base, tracks_dir, sequences=[d.name for d in data.dirs])

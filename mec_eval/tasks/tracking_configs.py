@@ -23,6 +23,8 @@ class TrackingDataConfig:
     min_box_area: float = checked(0.0, ge=0)  # output boxes smaller than this (pixels^2) are not written
     synthetic_videos: int = checked(3, ge=1, le=100)   # shapes-video: number of videos
     synthetic_frames: int = checked(24, ge=2, le=1000)  # shapes-video: frames per video
+    synthetic_objects: int = checked(3, ge=1, le=6)     # shapes-video: objects per video (distinct kinds)
+    synthetic_crossing_miss: float = checked(0.0, ge=0, le=1)  # shapes-video: miss rate of overlapping objects
 
 
 @dataclass
@@ -45,7 +47,6 @@ class AssociationConfig:
     track_buffer: int = checked(30, ge=1)
     frame_rate: float = checked(30.0, gt=0, le=1000)
     temperature: float = checked(0.01, gt=0)
-    feat_momentum: float = checked(0.9, ge=0, le=1)
     roi_size: list = checked(factory=lambda: [4, 10], items=Rule(ge=1, le=64), min_items=2)  # roi_align output
 
 

@@ -83,6 +83,7 @@ class LoopOptions:
     quiet: bool = False
     desc: str = "epoch"             # progress-bar label ("epoch 3/100")
     non_finite_hint: str = "lower optim.base_lr or use run.precision=fp32"
+    collate_fn: Callable[[list], Any] | None = None  # the DataLoader's (None: torch's default_collate stacks)
 
 
 class StateStore(Protocol):
@@ -210,7 +211,7 @@ class TrainingEngine:
         batches = EpochBatches(len(self.dataset), p.effective_batch, last, opts.seed, epoch, start, rank(),
                                p.world_size)
         return DataLoader(SeededItems(self.dataset, opts.seed), batch_sampler=batches, num_workers=opts.num_workers,
-                          pin_memory=opts.device.type == "cuda")
+                          collate_fn=opts.collate_fn, pin_memory=opts.device.type == "cuda")
 
     def _run_epoch(self, model, optimizer, scaler, flag: StopFlag, iteration: int, epoch_loss: list):
         p, opts = self.plan, self.options

@@ -7,7 +7,12 @@ import pytest
 import timm
 import torch
 
-from mec_eval.checkpoints import load_encoder, make_canonical, require_resnet, save_canonical
+from mec_eval.checkpoints import (
+    load_encoder,
+    make_canonical,
+    require_resnet,
+    save_canonical,
+)
 from mec_eval.models import build_backbone
 from mec_eval.models.mae import MaskedAutoencoder
 from mec_eval.utils import UserError

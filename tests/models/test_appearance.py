@@ -8,8 +8,8 @@ from mec_eval.models.appearance import build_appearance_model
 from mec_eval.utils import UserError
 
 
-@pytest.mark.parametrize("arch,channels,stride", [("resnet50", (1024, 2048), 8), ("resnet18", (256, 512), 8),
-                                                  ("resnet_tiny", (128, 256), 2)])
+@pytest.mark.parametrize("arch,channels,stride", [pytest.param("resnet50", (1024, 2048), 8, marks=pytest.mark.slow),
+                                                  ("resnet18", (256, 512), 8), ("resnet_tiny", (128, 256), 2)])
 def test_stride_and_channels(arch, channels, stride):
     backbone = build_backbone(arch)
     for layer, width in zip((3, 4), channels):

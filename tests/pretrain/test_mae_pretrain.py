@@ -40,9 +40,18 @@ def test_trains_and_saves_a_canonical_vit(tmp_path, loss, term):
         assert all(s["loss"] == pytest.approx(s["mae"] + s[term], rel=1e-4) for s in steps)
 
 
+def test_collapse_logging_on_the_cls_tokens(tmp_path):
+    pretrain(tiny("run.diagnostics_every=1"), tmp_path / "d", quiet=True)
+    lines = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
+    measured = [line for line in lines if line.get("event") == "diagnostics"]
+    assert [m["iteration"] for m in measured] == [0, 1]
+    assert all(1.0 <= m["effective_rank"] <= 32 and m["batch"] == 32 for m in measured)
+
+
+@pytest.mark.slow
 def test_resume_after_a_crash_ends_identical(tmp_path, monkeypatch):
-    """Killed after iteration 3 of 4 (state saved every iteration), the re-run ends bit-identical."""
-    settings = ["loss.name=mmae", "optim.epochs=2", "run.save_state_every=1"]
+    """Killed in iteration 3 of 4 (last.pt saved at the end of epoch 1), the re-run ends bit-identical."""
+    settings = ["loss.name=mmae", "optim.epochs=2", "optim.batch_size=16"]
     straight = safe_torch_load(pretrain(tiny(*settings), tmp_path / "a", quiet=True))
 
     real_step = mae_engine.mae_step
@@ -61,26 +70,23 @@ def test_resume_after_a_crash_ends_identical(tmp_path, monkeypatch):
     monkeypatch.setattr(mae_engine, "mae_step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain(tiny(*settings), tmp_path / "b", quiet=True)
-    assert safe_torch_load(tmp_path / "b" / "last.pt")["meta"]["iteration"] == 3
+    assert safe_torch_load(tmp_path / "b" / "last.pt")["meta"]["iteration"] == 2
     monkeypatch.setattr(mae_engine, "mae_step", real_step)
     resumed = safe_torch_load(pretrain(tiny(*settings), tmp_path / "b", quiet=True))
     assert resumed["meta"]["iteration"] == 4
-    for part in ("backbone",):
-        assert all(torch.equal(straight[part][k], resumed[part][k]) for k in straight[part])
-    assert all(torch.equal(straight["heads"]["decoder"][k], resumed["heads"]["decoder"][k])
-               for k in straight["heads"]["decoder"])
-    assert "resuming from" in (tmp_path / "b" / "log.jsonl").read_text() or True  # info lines go to stderr
-    # A longer schedule continues from the saved iteration.
-    longer = safe_torch_load(pretrain(tiny(*settings[:1], "optim.epochs=3", settings[2]), tmp_path / "b", quiet=True))
-    assert longer["meta"]["iteration"] == 6 and [h["epoch"] for h in longer["meta"]["resume"]["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in resumed["meta"]["resume"]["history"]] == [1, 2]
+    for ours, ref in ((resumed["backbone"], straight["backbone"]),
+                      (resumed["heads"]["decoder"], straight["heads"]["decoder"])):
+        assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
 
 
+@pytest.mark.slow
 def test_checkpoint_runs_in_knn(tmp_path, validate_result):
     from mec_eval.tasks.runner import run_task
 
     last = pretrain(tiny(), tmp_path / "pre", quiet=True)
     outcome = run_task("knn", str(last), tmp_path / "runs", ["data.name=digits", "run.device=cpu"], quiet=True)
-    result = json.loads(outcome.result_path.read_text())
+    result = outcome.result
     validate_result(result)
     assert result["checkpoint"]["arch"] == "vit_tiny_p4" and result["checkpoint"]["method"] == "mae"
     assert 10.0 < result["metrics"]["top1"] <= 100.0
@@ -104,7 +110,8 @@ def test_arch_check_answers_before_torch_loads():
     code = ("import sys\nfrom mec_eval.config import load_pretrain_config\nfrom mec_eval.utils import UserError\n"
             "try:\n    load_pretrain_config('digits-mae', ['model.arch=resnet50'])\nexcept UserError as e:\n"
             "    print('refused:', e)\nassert 'torch' not in sys.modules, 'torch was imported'\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refused: loss.name=mae trains a ViT")
 
@@ -127,3 +134,15 @@ def test_weight_decay_groups_follow_mae():
     assert {"backbone.cls_token", "decoder.mask_token", "backbone.blocks.0.attn.qkv.weight"} <= decayed
     assert "backbone.pos_embed" not in skipped | decayed and "decoder.decoder_pos_embed" not in skipped | decayed
     assert len(skipped | decayed) == sum(p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.slow
+def test_vit_fine_tunes_in_semi(tmp_path, validate_result):
+    """semi fine-tunes the whole ViT (CLS feature + linear head) like a ResNet."""
+    from mec_eval.tasks.runner import run_task
+
+    outcome = run_task("semi-10pct", "random:vit_tiny_p4", tmp_path / "runs",
+                       ["data.name=digits", "optim.epochs=1", "run.device=cpu"], quiet=True)
+    validate_result(outcome.result)
+    assert outcome.result["checkpoint"]["arch"] == "vit_tiny_p4"
+    assert 0.0 <= outcome.result["metrics"]["top1"] <= 100.0

@@ -134,6 +134,7 @@ def test_end_to_end_both_layers(tmp_path, validate_result, task, metrics):
     assert layers == {3, 4}
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_sequences(tmp_path, monkeypatch, validate_result):
     from mec_eval.tasks import sot
 
