@@ -2,7 +2,7 @@
 
 Runs ``voc07-cpu-small`` (and ``coco-cpu-small`` with ``--coco``) through the task runner for each
 checkpoint, same seed and schedule, on the held-out shapes test split; prints AP / AP50 (bbox AP,
-segm AP for COCO), the wall time of each run, the training seconds per iteration (from the run's
+segm AP for COCO), the wall and process CPU time (all threads) of each run, the training seconds per iteration (from the run's
 log.jsonl) and the CPU threads used. Cores shared with other work make the times upper bounds.
 
     python benchmarks/bench_detection_pretrain.py --ckpt /work/ckpts/shapes-mec/last.pt
@@ -33,12 +33,12 @@ def _seconds_per_iteration(run_dir: Path) -> float:
 
 
 def one_run(task: str, ckpt: str, root: Path, overrides: list[str]) -> dict:
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     outcome = run_task(task, ckpt, root / "runs", [f"data.root={root / 'data'}", "run.device=cpu", *overrides],
                        force=True, quiet=True)
-    wall = time.perf_counter() - began
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     result = json.loads(outcome.path.read_text())
-    return {"task": task, "ckpt": ckpt, "wall_s": round(wall, 1),
+    return {"task": task, "ckpt": ckpt, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "s_per_iter": round(_seconds_per_iteration(outcome.path.parent), 3),
             **{m: round(result["metrics"][m], 2) for m in METRICS[task]}}
 
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--coco", action="store_true", help="also run coco-cpu-small (Mask R-CNN)")
     parser.add_argument("--quick", action="store_true", help="10 iterations on 16 test images (a smoke run)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--which", choices=("both", "pretrained", "random"), default="both",
+                        help="run one side only (two processes can then run side by side)")
     parser.add_argument("--root", default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args()
     overrides = [f"run.seed={args.seed}"]
@@ -62,7 +64,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
         for task in tasks:
-            for ckpt in (args.ckpt, args.random):
+            for ckpt in {"both": (args.ckpt, args.random), "pretrained": (args.ckpt,),
+                         "random": (args.random,)}[args.which]:
                 print(json.dumps(one_run(task, ckpt, root, overrides)), flush=True)
 
 

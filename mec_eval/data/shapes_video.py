@@ -6,6 +6,13 @@ change scale slowly, and bounce at the borders. Objects are drawn in track order
 occludes an earlier one. Track 1 bounces beyond the frame, so it leaves and re-enters; the others
 bounce inside it and are launched towards each other's paths, so most seeds hold an occlusion.
 
+Keyword options make appearance, not colour, decide which pixel belongs to which object (the classification
+``shapes`` set's nuisances, :mod:`mec_eval.data.shapes`): ``palette="shared"`` draws every object (and every
+distractor) in one near-identical colour, so only shape kind and size tell them apart; ``distractors`` adds
+moving clutter blobs and lines drawn behind the objects; ``lighting`` drifts each frame's global brightness and
+contrast. They draw from their own generator, so the defaults (today's videos) are unchanged and a hard video has
+the same trajectories, masks and boxes as the default video of the same seed. :data:`HARD` is the hard setting.
+
 Annotations are read off the drawn masks: a :class:`TrackFrame` carries the visible mask (after the
 objects drawn in front, and the frame border), its box, the visible fraction of the shape and
 keypoints on its outline vertices; a frame where the object is not visible at all holds ``None``.
@@ -20,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from mec_eval.data.shapes import (
+    CLUTTER_KINDS,
+    CLUTTER_SIZE,
     KINDS,
     SUPERSAMPLE,
     ObjectSpec,
@@ -38,6 +47,13 @@ SCALE_LIMITS = (0.6, 1.6)      # size stays within these multiples of the initia
 SPIN_RANGE = 3.0               # degrees per frame, either way
 NOISE_SIGMA = 3.0              # Gaussian pixel noise added to each frame
 MAX_KEYPOINTS = 12             # keypoints per object: outline vertices, evenly subsampled
+PALETTES = ("distinct", "shared")
+SHARED_JITTER = 12             # shared palette: each object's colour is the video's colour +- this per channel
+MAX_DISTRACTORS = 16
+MAX_LIGHTING = 0.5
+LIGHTING_PERIOD = (12.0, 30.0)  # frames per cycle of the brightness / contrast drift
+# The hard setting of the video tasks: colour never tells the objects apart (tasks/*-cpu-small.yaml, MOT, demo).
+HARD = {"palette": "shared", "distractors": 4, "lighting": 0.25}
 
 
 @dataclass(frozen=True)
@@ -207,24 +223,84 @@ def _colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
     return [tuple(int(c) for c in colour) for colour in rgb]
 
 
-def make_video(seed: int, n_frames: int = 24, size: tuple[int, int] = (96, 128), n_objects: int = 3) -> SyntheticVideo:
-    """One video; everything depends only on the arguments (the seed feeds one NumPy generator)."""
+def _check_options(palette: str, distractors: int, lighting: float) -> None:
+    if palette not in PALETTES:
+        raise UserError(f"shapes-video: palette must be one of {', '.join(PALETTES)} (got {palette!r})")
+    if isinstance(distractors, bool) or not isinstance(distractors, int) or not 0 <= distractors <= MAX_DISTRACTORS:
+        raise UserError(f"shapes-video: distractors must be an integer in 0..{MAX_DISTRACTORS} (got {distractors!r})")
+    if isinstance(lighting, bool) or not isinstance(lighting, (int, float)) or not 0 <= lighting <= MAX_LIGHTING:
+        raise UserError(f"shapes-video: lighting must be a number in 0..{MAX_LIGHTING} (got {lighting!r})")
+
+
+def _shared_colours(rng: np.random.Generator, background: Image.Image, n: int) -> list[tuple[int, int, int]]:
+    """``n`` near-identical colours: one video colour (of 8 candidates, the one far from most background
+    pixels, so the objects stay visible) plus a small per-object jitter."""
+    pixels = np.asarray(background, dtype=np.int16)[::SUPERSAMPLE * 4, ::SUPERSAMPLE * 4].reshape(-1, 3)
+    candidates = rng.integers(0, 256, size=(8, 3)).astype(np.int16)
+    far = (np.abs(candidates[:, None, :] - pixels[None]).sum(axis=2) >= 120).mean(axis=1)
+    base = candidates[int(np.argmax(far))]
+    jittered = np.clip(base + rng.integers(-SHARED_JITTER, SHARED_JITTER + 1, size=(n, 3)), 0, 255)
+    return [tuple(int(c) for c in colour) for colour in jittered]
+
+
+def _distractor(rng: np.random.Generator, height: int, width: int, colour: tuple[int, int, int]) -> _Motion:
+    """A clutter blob or line (the classification set's distractor kinds) drifting and bouncing inside the frame."""
+    kind = CLUTTER_KINDS[int(rng.integers(len(CLUTTER_KINDS)))]
+    side = rng.uniform(*CLUTTER_SIZE) * 1.5 * min(height, width)
+    centre = (float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+    angle = rng.uniform(0, 2 * math.pi)
+    velocity = rng.uniform(*SPEED_RANGE) * np.array([math.cos(angle), math.sin(angle)])
+    spec = ObjectSpec(kind, colour, centre, float(side), float(rng.uniform(0, 360)))
+    return _Motion(spec, velocity, float(rng.uniform(-SPIN_RANGE, SPIN_RANGE)), 0.0, float(side), -0.2 * side)
+
+
+def _lighting(rng: np.random.Generator, amplitude: float, n_frames: int) -> np.ndarray:
+    """[T, 2] per-frame (gain, offset) of a smooth global brightness / contrast drift (colour-jitter-like)."""
+    periods = rng.uniform(*LIGHTING_PERIOD, size=2)
+    phases = rng.uniform(0, 2 * math.pi, size=2)
+    t = np.arange(n_frames)[:, None]
+    wave = np.sin(2 * math.pi * t / periods + phases)
+    return np.concatenate([1.0 + amplitude * wave[:, :1], 64.0 * amplitude * wave[:, 1:]], axis=1)
+
+
+def make_video(seed: int, n_frames: int = 24, size: tuple[int, int] = (96, 128), n_objects: int = 3, *,
+               palette: str = "distinct", distractors: int = 0, lighting: float = 0.0) -> SyntheticVideo:
+    """One video; everything depends only on the arguments (the seed feeds one NumPy generator, the options
+    a second one, so the defaults give the original videos and the options leave the motion unchanged).
+
+    ``palette`` "distinct" (hues spread around the wheel) or "shared" (one colour for all objects and
+    distractors); ``distractors`` moving clutter shapes drawn behind the objects (annotations unchanged);
+    ``lighting`` the amplitude (0..0.5) of the per-frame gain drift (offset: 64 x amplitude grey levels).
+    """
     height, width = _check(n_frames, size, n_objects)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"shapes-video: seed must be a non-negative integer (got {seed!r})")
+    _check_options(palette, distractors, lighting)
     rng = np.random.default_rng([seed, height, width, n_objects])
+    extra = np.random.default_rng([seed, height, width, n_objects, 1])
     side = max(height, width)
     background = render_background(rng, side * SUPERSAMPLE)
     kinds = [KINDS[int(k)] for k in rng.permutation(len(KINDS))[:n_objects]]
+    colours = _colours(rng, n_objects)
+    if palette == "shared":
+        colours = _shared_colours(extra, background, n_objects + distractors)
     motions = [_launch(rng, i, kind, height, width, colour)
-               for i, (kind, colour) in enumerate(zip(kinds, _colours(rng, n_objects)))]
+               for i, (kind, colour) in enumerate(zip(kinds, colours))]
+    clutter = [_distractor(extra, height, width, colours[n_objects + i] if palette == "shared"
+                           else tuple(int(c) for c in extra.integers(0, 256, size=3))) for i in range(distractors)]
+    light = _lighting(extra, float(lighting), n_frames) if lighting else None
     frames, per_frame = [], []
     for t in range(n_frames):
         if t:
             for motion in motions:
                 _step(rng, motion, height, width)
+            for motion in clutter:
+                _step(extra, motion, height, width)
         specs = [motion.spec for motion in motions]
-        pixels = np.asarray(compose(background, specs, side), dtype=np.float32)[:height, :width]
+        pixels = np.asarray(compose(background, [m.spec for m in clutter] + specs, side),
+                            dtype=np.float32)[:height, :width]
+        if light is not None:
+            pixels = pixels * light[t, 0] + light[t, 1]
         pixels = pixels + NOISE_SIGMA * rng.standard_normal(pixels.shape, dtype=np.float32)
         frames.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
         per_frame.append(_annotate(specs, height, width))

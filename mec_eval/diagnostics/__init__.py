@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from mec_eval.diagnostics.coding import (
@@ -24,9 +25,12 @@ from mec_eval.diagnostics.coding import (
 from mec_eval.diagnostics.entropy import (
     effective_rank,
     entropy_h2,
+    kernel_spectrum_from_eigenvalues,
     matrix_entropy,
     normalised,
     prepare,
+    renyi_from_spectrum,
+    small_gram,
     spectrum,
 )
 from mec_eval.diagnostics.geometry import alignment, uniformity
@@ -41,12 +45,26 @@ TWO_VIEW = ("alignment", "mutual_information", "joint_entropy")
 
 
 def single_view_diagnostics(z: Tensor, eps_d2: float = EPS_D2, mu: float = MU, centred: bool = False) -> dict:
-    """The :data:`SINGLE_VIEW` quantities of features ``z`` ``[n, d]`` (H normalised by ``log d``)."""
-    d = prepare(z).shape[1]  # checks the shape first
-    h1, h2 = matrix_entropy(z, 1.0, centred), entropy_h2(z, centred)
-    return {"coding_length": float(coding_length(z, eps_d2, centred)), "effective_rank": math.exp(h1),
-            "entropy_h1": h1, "entropy_h2": h2, "entropy_h1_norm": normalised(h1, d), "entropy_h2_norm": normalised(h2, d),
-            "total_coding_rate": total_coding_rate(z, mu, centred), "umae_uniformity": umae_uniformity(z, centred),
+    """The :data:`SINGLE_VIEW` quantities of features ``z`` ``[n, d]`` (H normalised by ``log d``).
+
+    One Gram matrix and one eigendecomposition serve every spectral quantity: with ``lam`` the
+    eigenvalues of the smaller Gram of the unit rows, ``H_1`` is the entropy of ``lam / sum lam``,
+    ``logdet(I + c G) = sum log(1 + c lam)`` gives the coding length and the TCR, and ``||G||_F^2``
+    gives ``H_2`` and the U-MAE term (each equals its stand-alone function; the tests check it).
+    """
+    if not eps_d2 > 0 or not mu > 0:
+        raise ValueError(f"eps_d2 and mu must be positive, got {eps_d2!r} and {mu!r}")
+    x = prepare(z, centred)
+    n, d = x.shape
+    gram = small_gram(x)
+    lam = torch.linalg.eigvalsh(gram).clamp_min(0.0)
+    h1 = renyi_from_spectrum(kernel_spectrum_from_eigenvalues(lam), 1.0)
+    trace, frob2 = (x * x).sum(), gram.square().sum()
+    h2 = float(2.0 * trace.log() - frob2.log()) if trace > 0 else 0.0
+    return {"coding_length": float((n + d) / 2 * torch.log1p(lam / (n * eps_d2)).sum()),
+            "effective_rank": math.exp(h1), "entropy_h1": h1, "entropy_h2": h2,
+            "entropy_h1_norm": normalised(h1, d), "entropy_h2_norm": normalised(h2, d),
+            "total_coding_rate": float(torch.log1p(lam * (mu / d)).sum()), "umae_uniformity": float(frob2 / n ** 2),
             "uniformity": uniformity(z, 2.0, centred)}
 
 

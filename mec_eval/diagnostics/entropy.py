@@ -46,10 +46,14 @@ def kernel_spectrum(k: Tensor) -> Tensor:
     A zero matrix (every feature row zero) has no direction at all; it is given the spectrum ``[1]``
     of a single point (entropy 0, effective rank 1), the limit of a collapse.
     """
-    eig = torch.linalg.eigvalsh(k.to(torch.float64)).clamp_min(0.0)
+    return kernel_spectrum_from_eigenvalues(torch.linalg.eigvalsh(k.to(torch.float64)).clamp_min(0.0))
+
+
+def kernel_spectrum_from_eigenvalues(eig: Tensor) -> Tensor:
+    """``eig / sum eig`` for clipped eigenvalues; ``[1]`` (a single point) when they are all zero."""
     total = eig.sum()
     if total <= 0:
-        return torch.ones(1, dtype=torch.float64, device=k.device)
+        return torch.ones(1, dtype=torch.float64, device=eig.device)
     return eig / total
 
 

@@ -80,7 +80,9 @@ def rsm_cost(track_feats: list, det_feats: list, temperature: float = 0.01,
     from the cells of each detection with softmax weights taken over *all* detections' cells jointly
     (temperature ``temperature``), and every detection cell from the tracks' cells likewise; a pair's
     similarity is the cosine of the flattened rebuilt set with the flattened original one, and
-    cost = 1 - mean of the two directions. Features are [cells, C] arrays, rows L2-normalised."""
+    cost = 1 - mean of the two directions; as ``F.normalize`` there, a rebuilt set of norm < 1e-12 (a pair
+    the joint softmax all but ignores) is not rescaled, so its cosine is ~0. Features: [cells, C] arrays,
+    rows L2-normalised."""
     if not len(track_feats) or not len(det_feats):
         return np.zeros((len(track_feats), len(det_feats)))
     trk, det = _padded(track_feats), _padded(det_feats)
@@ -90,20 +92,21 @@ def rsm_cost(track_feats: list, det_feats: list, temperature: float = 0.01,
     w_dt = torch.softmax(aff, dim=0).T.reshape(n_det, m_cells, n_trk, n_cells)
     dot_td = _rebuilt_cosine(w_td, det, trk, block)                          # [T, D]
     dot_dt = _rebuilt_cosine(w_dt, trk, det, block)                          # [D, T]
-    return (1.0 - 0.5 * (dot_td + dot_dt.T)).double().numpy()
+    return (1.0 - 0.5 * (dot_td + dot_dt.T)).numpy()
 
 
 def _padded(feats: list) -> torch.Tensor:
-    """[K, max cells, C] float32 of K [cells, C] arrays, zero rows appended (UniTrack ``get_track_feat``)."""
-    out = torch.zeros(len(feats), max(len(f) for f in feats), feats[0].shape[1])
+    """[K, max cells, C] float64 of K [cells, C] arrays, zero rows appended (UniTrack ``get_track_feat``); float64
+    because at temperature 1/100 the weights of a poorly matching pair underflow float32."""
+    out = torch.zeros(len(feats), max(len(f) for f in feats), feats[0].shape[1], dtype=torch.float64)
     for i, f in enumerate(feats):
-        out[i, :len(f)] = torch.as_tensor(f, dtype=torch.float32)
+        out[i, :len(f)] = torch.as_tensor(f, dtype=torch.float64)
     return out
 
 
 def _rebuilt_cosine(weights: torch.Tensor, keys: torch.Tensor, queries: torch.Tensor, block: int) -> torch.Tensor:
     """cos(flattened sum_m weights[q, n, k, m] keys[k, m], flattened queries[q]) [Q, K], in blocks of q rows."""
-    n_q, n_cells, n_k, m_cells = weights.shape
+    n_q, n_cells, n_k, _ = weights.shape
     query_norm = queries.flatten(1).norm(dim=1).clamp_min(1e-12)
     rows = max(1, block // max(1, n_cells * n_k * keys.shape[2]))
     out = []

@@ -13,17 +13,22 @@ from mec_eval.utils import UserError
 
 @dataclass
 class ShapesVideoParams:
-    """The synthetic ``shapes-video`` set: make_videos(videos, seed, n_frames, (height, width), objects)."""
+    """The synthetic ``shapes-video`` set: make_videos(videos, seed, n_frames, (height, width), objects, palette=,
+    distractors=, lighting=); the defaults are the easy set, shapes_video.HARD the hard one (colour never decides)."""
     videos: int = checked(4, ge=1, le=1000)
     frames: int = checked(24, ge=3, le=1000)
     height: int = checked(96, ge=32, le=1024)
     width: int = checked(128, ge=32, le=1024)
     objects: int = checked(3, ge=1, le=10)
     seed: int = checked(0, ge=0, le=2 ** 31 - 1)
+    palette: str = checked("distinct", choices=("distinct", "shared"))  # shared: one colour for every object
+    distractors: int = checked(0, ge=0, le=16)           # moving clutter blobs / lines behind the objects
+    lighting: float = checked(0.0, ge=0, le=0.5)         # amplitude of the per-frame brightness / contrast drift
 
     def arguments(self) -> dict:
         return {"n_videos": self.videos, "seed": self.seed, "n_frames": self.frames,
-                "size": [self.height, self.width], "n_objects": self.objects}
+                "size": [self.height, self.width], "n_objects": self.objects, "palette": self.palette,
+                "distractors": self.distractors, "lighting": float(self.lighting)}
 
 
 @dataclass

@@ -199,3 +199,27 @@ def test_bad_inputs_are_value_errors():
         total_coding_rate(torch.randn(4, 3), -1.0)
     with pytest.raises(ValueError, match="d >= 2"):
         normalised(1.0, 1)
+
+
+@pytest.mark.parametrize("n, d, centred", [(300, 40, False), (40, 300, True), (64, 64, False)])
+def test_the_one_pass_summary_equals_each_stand_alone_quantity(n, d, centred):
+    from mec_eval.diagnostics import (
+        coding_length,
+        effective_rank,
+        entropy_h2,
+        matrix_entropy,
+        single_view_diagnostics,
+        total_coding_rate,
+        umae_uniformity,
+        uniformity,
+    )
+
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d)) + 0.5
+    out = single_view_diagnostics(z, eps_d2=0.06, mu=3.0, centred=centred)
+    assert out["coding_length"] == pytest.approx(float(coding_length(z, 0.06, centred)), rel=1e-10)
+    assert out["total_coding_rate"] == pytest.approx(total_coding_rate(z, 3.0, centred), rel=1e-10)
+    assert out["entropy_h1"] == pytest.approx(matrix_entropy(z, 1.0, centred), rel=1e-10)
+    assert out["effective_rank"] == pytest.approx(effective_rank(z, centred), rel=1e-10)
+    assert out["entropy_h2"] == pytest.approx(entropy_h2(z, centred), rel=1e-10)
+    assert out["umae_uniformity"] == pytest.approx(umae_uniformity(z, centred), rel=1e-10)
+    assert out["uniformity"] == pytest.approx(uniformity(z, 2.0, centred), rel=1e-12)

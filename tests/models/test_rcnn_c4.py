@@ -44,11 +44,11 @@ def _batch(mask=True):
 
 def test_stage_shapes_and_stride():
     model = _model()
-    assert model.stride == 4  # resnet_tiny: CIFAR stem (stride 1) + layer2, layer3 (stride 2 each)
+    assert model.stride == 16  # resnet_tiny's CIFAR stem gets the ImageNet stem's strides: 2 x 2 x layer2, layer3
     batch = model.preprocess(_batch()[0])
     res4 = model.backbone(batch.tensors)
     assert batch.tensors.shape[-2:] == (96, 96)  # 70 x 90 and 64 x 80 padded to multiples of 32
-    assert res4.shape == (2, 128, 96 // 4, 96 // 4)
+    assert res4.shape == (2, 128, 96 // 16, 96 // 16)
     assert model.rpn.head.cls_logits.out_channels == 9 and model.rpn.head.bbox_pred.out_channels == 36
     model.eval()
     with torch.no_grad():
@@ -65,6 +65,29 @@ def test_resnet50_c4_is_stride_16_with_1024_channels():
     _trunk, res5, channels, stride = c4_backbone(build_backbone("resnet50"))
     assert (channels, stride) == (1024, 16)
     assert res5[0].conv2.stride == (2, 2) and res5[0].conv1.stride == (1, 1)  # STRIDE_IN_1X1 False
+
+
+def test_cifar_stem_gets_imagenet_strides_and_keeps_its_weights():
+    resnet = build_backbone("resnet_tiny")
+    trunk, _res5, channels, stride = c4_backbone(resnet)
+    assert (channels, stride) == (128, 16)
+    assert resnet.conv1.stride == (1, 1) and isinstance(resnet.maxpool, nn.Identity)  # the checkpoint's net untouched
+    assert trunk.conv1.stride == (2, 2) and trunk.conv1.padding == (1, 1)
+    assert isinstance(trunk.maxpool, nn.MaxPool2d) and trunk.maxpool.stride == 2 and trunk.maxpool.kernel_size == 3
+    assert torch.equal(trunk.conv1.weight, resnet.conv1.weight) and trunk.conv1.weight is not resnet.conv1.weight
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():  # the stem is torchvision's ImageNet stem computation on the same weights
+        stem = F.max_pool2d(F.relu(F.batch_norm(F.conv2d(x, resnet.conv1.weight, stride=2, padding=1),
+                                                resnet.bn1.running_mean, resnet.bn1.running_var,
+                                                resnet.bn1.weight, resnet.bn1.bias)), 3, 2, 1)
+        assert torch.allclose(trunk[:4].eval()(x), stem, atol=1e-6)
+
+
+def test_a_resnet_off_stride_16_is_refused():
+    resnet = build_backbone("resnet18")
+    resnet.layer3[0].conv1.stride = resnet.layer3[0].downsample[0].stride = (1, 1)  # res4 at 1/8
+    with pytest.raises(ValueError, match="stride 16; this ResNet has stride 8"):
+        c4_backbone(resnet)
 
 
 def test_non_resnet_is_refused():
@@ -121,11 +144,11 @@ def test_roi_align_is_aligned_v2():
     heads = _model(mask_on=False).roi_heads
     assert heads.pooler.aligned and heads.pooler.sampling_ratio == 0 and heads.pooler.output_size in (14, (14, 14))
     features = torch.randn(1, 4, 16, 16)
-    boxes = [torch.tensor([[3.0, 2, 30, 40]])]
-    rois = torch.tensor([[0.0, 3, 2, 30, 40]])
+    boxes = [torch.tensor([[12.0, 8, 120, 160]])]
+    rois = torch.tensor([[0.0, 12, 8, 120, 160]])
     out = heads.pooler(features, boxes)
-    torch.testing.assert_close(out, roi_align(features, rois, 14, 0.25, 0, aligned=True))
-    assert not torch.allclose(out, roi_align(features, rois, 14, 0.25, 0, aligned=False))
+    torch.testing.assert_close(out, roi_align(features, rois, 14, 1 / 16, 0, aligned=True))  # res4 at 1/16
+    assert not torch.allclose(out, roi_align(features, rois, 14, 1 / 16, 0, aligned=False))
 
 
 def test_predictor_init_and_label_map():

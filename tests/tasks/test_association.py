@@ -34,7 +34,7 @@ def test_appearance_prevents_an_id_swap_when_boxes_cross():
     first = tracker.update(_dets([[0, 0, 20, 40], [100, 0, 120, 40]], [0, 1]))
     by_dir = {j: tid for tid, j in first}
     # Both objects jump to each other's place: IoU would swap them, appearance must not.
-    out = dict((j, tid) for tid, j in tracker.update(_dets([[100, 0, 120, 40], [0, 0, 20, 40]], [0, 1])))
+    out = {j: tid for tid, j in tracker.update(_dets([[100, 0, 120, 40], [0, 0, 20, 40]], [0, 1]))}
     assert out[0] == by_dir[0] and out[1] == by_dir[1]
 
 
@@ -63,3 +63,28 @@ def test_kalman_predict_and_update_match_the_closed_form():
     np.testing.assert_allclose(cov_u, cov_p - K @ S @ K.T, rtol=1e-8, atol=1e-10)
     d = kf.gating_distance(mean_p, cov_p, z2[None])
     np.testing.assert_allclose(d, [(z2 - mean_p[:4]) @ np.linalg.inv(S) @ (z2 - mean_p[:4])], rtol=1e-9)
+
+
+def test_rsm_cost_matches_a_loop_over_unitrack_reconsdot():
+    """Joint softmax over all detections' cells, zero padding, cosine of the flattened sets (matching.py)."""
+    rng = np.random.default_rng(0)
+    raw = [rng.normal(size=(n, 6)) for n in (3, 5, 4, 2, 5)]
+    cells = [a / np.linalg.norm(a, axis=1, keepdims=True) for a in raw]
+    tracks, dets = cells[:2], cells[2:]
+    T = np.stack([np.vstack([f, np.zeros((5 - len(f), 6))]) for f in tracks])  # zero-padded to 5 cells
+    D = np.stack([np.vstack([f, np.zeros((5 - len(f), 6))]) for f in dets])
+    aff = np.einsum("tnc,dmc->tndm", T, D) * 100
+    ref = np.zeros((2, 3))
+    for t in range(2):
+        for d in range(3):
+            w = np.exp(aff[t] - aff[t].max(axis=(1, 2), keepdims=True))
+            w /= w.sum(axis=(1, 2), keepdims=True)                 # over every det cell
+            r = (w[:, d] @ D[d]).ravel()
+            v = np.exp(aff[:, :, d] - aff[:, :, d].max(axis=(0, 1), keepdims=True))
+            v /= v.sum(axis=(0, 1), keepdims=True)                 # over every track cell
+            q = np.einsum("nm,nc->mc", v[t], T[t]).ravel()
+            # F.normalize's eps 1e-12: a reconstruction weaker than that is not rescaled (cosine ~ 0)
+            cos_t = r @ T[t].ravel() / (max(np.linalg.norm(r), 1e-12) * np.linalg.norm(T[t]))
+            cos_d = q @ D[d].ravel() / (max(np.linalg.norm(q), 1e-12) * np.linalg.norm(D[d]))
+            ref[t, d] = 1 - 0.5 * (cos_t + cos_d)
+    np.testing.assert_allclose(rsm_cost(tracks, dets), ref, atol=1e-5)
