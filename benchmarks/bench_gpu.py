@@ -17,7 +17,10 @@ Both come from ``pretrain.inputs.build_training_inputs``, exactly as ``mec-eval 
 Prints per mode: img/s, the share of the step time spent waiting for the loader, GFLOP per step
 (``torch.utils.flop_counter.FlopCounterMode`` over one eager step: forward, backward, teacher) and model
 FLOP utilisation against the GPU's dense bf16 peak; then feature-extraction img/s (eval mode, no grad,
-``tasks.features.iterate_features``). ``--cpu-smoke`` is a reduced CPU mode (resnet_tiny, 32 px, a few
+``tasks.features.iterate_features``); then one detection training step (the engine's R50-C4 Faster
+R-CNN, ``models.rcnn_c4.RCNNC4``, SGD momentum 0.9, two images at the protocol's 800-px short side,
+bf16 autocast) as images/s, and the UniTrack VOS label propagation (``tasks.vos.segment_sequence``,
+stride-8 layer-3 features, 480x854 frames) as frames/s. ``--cpu-smoke`` is a reduced CPU mode (resnet_tiny, 32 px, a few
 steps) that CI runs to keep the script working; its numbers say nothing about a GPU.
 
 Usage (GPU node):  python benchmarks/bench_gpu.py [--data /path/imagenet] [--workers 10] [--compile]
@@ -40,12 +43,17 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from mec_eval.config import load_pretrain_config
+from mec_eval.data.shapes_video import make_video
 from mec_eval.models import build_backbone
+from mec_eval.models.rcnn_c4 import RCNNC4
 from mec_eval.objectives import build_objective
 from mec_eval.pretrain.engine import siamese_step
 from mec_eval.pretrain.inputs import build_training_inputs
 from mec_eval.pretrain.main import build_network
 from mec_eval.tasks.features import iterate_features
+from mec_eval.tasks.video_base import FrozenFeatures
+from mec_eval.tasks.video_configs import VOSParams
+from mec_eval.tasks.vos import segment_sequence
 from mec_eval.training.optim import build_optimizer
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets; first match on the name wins.
@@ -182,6 +190,63 @@ def bench_extraction(arch: str, size: int, batch: int, batches: int, workers: in
     return batch * batches / (time.perf_counter() - began)
 
 
+def _detection_batch(n: int, height: int, width: int, num_classes: int, seed: int, device):
+    """``n`` random images in [0, 1] with three random boxes each (labels 1..K), on ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(n):
+        corner = torch.rand(3, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
+        extent = (torch.rand(3, 2, generator=g) * 0.3 + 0.1) * torch.tensor([width, height])
+        images.append(torch.rand(3, height, width, generator=g).to(device))
+        targets.append({"boxes": torch.cat([corner, corner + extent], dim=1).to(device),
+                        "labels": torch.randint(1, num_classes + 1, (3,), generator=g).to(device)})
+    return images, targets
+
+
+def bench_detection(arch: str, short_side: int, images_per_step: int, steps: int, device, amp_dtype) -> float:
+    """Images/s of R50-C4 Faster R-CNN training steps (forward with losses, backward, SGD) on random boxes."""
+    model = RCNNC4(build_backbone(arch), num_classes=20).to(device).train()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)  # tiny lr: random data, no divergence
+    height, width = short_side, short_side * 4 // 3
+    batches = [_detection_batch(images_per_step, height, width, 20, seed, device) for seed in range(2)]
+    seconds = []
+    for step in range(steps + 1):  # the first step warms up (allocator, cuDNN)
+        images, targets = batches[step % 2]
+        sync(device)
+        began = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            losses = model(images, targets)
+        optimiser.zero_grad(set_to_none=True)
+        sum(v.float() for v in losses.values()).backward()
+        optimiser.step()
+        sync(device)
+        if step:
+            seconds.append(time.perf_counter() - began)
+    return images_per_step / statistics.median(seconds)
+
+
+def bench_vos(arch: str, height: int, width: int, frames: int, device, precision: str) -> tuple[float, float]:
+    """(frames/s, backbone share) of UniTrack label propagation on one synthetic sequence (random weights)."""
+    from mec_eval.checkpoints import load_encoder
+
+    video = make_video(0, n_frames=frames, size=(height, width))
+    labels = np.zeros(video.size, dtype=np.uint8)
+    for track in video.tracks:
+        if track.frames[0] is not None:
+            labels[track.frames[0].mask] = track.id
+    features = FrozenFeatures(load_encoder(f"random:{arch}"), 3, str(device), precision)
+    sync(device)
+    began = time.perf_counter()
+    for _ in segment_sequence(features, VOSParams(), video.frames, labels):
+        pass
+    sync(device)
+    wall = time.perf_counter() - began
+    parts = features.timer.seconds
+    return frames / wall, parts["backbone"] / max(parts["backbone"] + parts["heads"], 1e-9)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="ImageNet root (train/<wnid>/*.JPEG); default: synthetic JPEGs in a temp folder")
@@ -197,11 +262,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN pick conv algorithms per shape (mec-eval's engine does not set it)")
     p.add_argument("--peak-tflops", type=float, help="bf16 peak of this device when the table lacks it")
+    p.add_argument("--det-short-side", type=int, default=800, help="detection image short side (protocol 800)")
+    p.add_argument("--det-images", type=int, default=2, help="images per detection step (protocol: 2 per GPU)")
+    p.add_argument("--vos-size", default="480x854", help="VOS frame size HxW (DAVIS 480p)")
+    p.add_argument("--vos-frames", type=int, default=8)
     p.add_argument("--cpu-smoke", action="store_true", help="CPU, resnet_tiny, 32 px, a few steps (CI)")
     args = p.parse_args()
     if args.cpu_smoke:
         args.images, args.batch, args.size, args.extract_batch = 32, 8, 32, 8
         args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
+        args.det_short_side, args.det_images, args.vos_size, args.vos_frames = 96, 1, "48x64", 3
     return args
 
 
@@ -239,6 +309,13 @@ def main() -> None:
     extract = bench_extraction(cfg.model.arch, args.size, args.extract_batch, max(args.steps, 2), args.workers,
                                device, amp_dtype)
     print(f"extract[{cfg.model.arch} {args.size}px eval no_grad] img/s={extract:.1f}")
+    det = bench_detection(cfg.model.arch, args.det_short_side, args.det_images, max(args.steps // 2, 2), device,
+                          amp_dtype)
+    print(f"detection[{cfg.model.arch} R-C4 faster-rcnn train short={args.det_short_side} "
+          f"images/step={args.det_images}] img/s={det:.2f}")
+    vos_h, vos_w = (int(v) for v in args.vos_size.lower().split("x"))
+    fps, share = bench_vos(cfg.model.arch, vos_h, vos_w, args.vos_frames, device, "bf16" if amp_dtype else "fp32")
+    print(f"vos[{cfg.model.arch} {vos_h}x{vos_w} layer3 stride8] frames/s={fps:.2f} backbone_share={share:.3f}")
 
 
 if __name__ == "__main__":

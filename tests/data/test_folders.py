@@ -30,7 +30,10 @@ def _fails(name, root, split="train", *expected):
 def test_registry_names_and_specs():
     assert DATASETS.names() == sorted(["digits", "shapes", "imagenet", "imagefolder", "cifar10", "cifar100",
                                        "food101", "sun397", "cars", "aircraft", "voc2007", "dtd", "pets",
-                                       "caltech101", "flowers102"])
+                                       "caltech101", "flowers102",
+                                       # detection and video sets (their own kinds; real layouts and synthetic)
+                                       "pascal-voc", "coco2017", "shapes-detection", "otb2015", "davis2017",
+                                       "mot16", "mots20", "posetrack2018", "shapes-video"])
     assert all(help_line and "\n" not in help_line for _, help_line in DATASETS.describe())
     assert dataset_spec("imagenet").image_size == 224 and dataset_spec("imagenet").num_classes is None
     assert dataset_spec("cifar100").num_classes == 100 and not dataset_spec("cifar100").embedded
