@@ -49,12 +49,17 @@ def main() -> None:
     parser.add_argument("--random", default="random:resnet_tiny", help="the random-initialisation baseline")
     parser.add_argument("--coco", action="store_true", help="also run coco-cpu-small (Mask R-CNN)")
     parser.add_argument("--quick", action="store_true", help="10 iterations on 16 test images (a smoke run)")
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="a shorter schedule than the task's 300 (steps at 3/4 and 11/12 of it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--which", choices=("both", "pretrained", "random"), default="both",
                         help="run one side only (two processes can then run side by side)")
     parser.add_argument("--root", default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args()
     overrides = [f"run.seed={args.seed}"]
+    if args.iterations:
+        n = args.iterations
+        overrides += [f"optim.iterations={n}", f"optim.steps=[{n * 3 // 4},{n * 11 // 12}]"]
     if args.quick:
         overrides += ["optim.iterations=10", "optim.steps=[8]", "optim.warmup_iters=2", "data.shapes_test=16",
                       "optim.log_every=1"]

@@ -7,13 +7,13 @@ Sources: detectron2 ``modeling/roi_heads/roi_heads.py`` (``ROIHeads.label_and_sa
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import (
     RoIAlign,
     batched_nms,
@@ -104,6 +104,31 @@ def mask_targets(gt_masks: Tensor, boxes: Tensor, size: int) -> Tensor:
     """
     rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
     return roi_align(gt_masks[:, None].float(), rois, (size, size), 1.0, 0, True).squeeze(1) >= 0.5
+
+
+def paste_masks(probs: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """[N, 1, M, M] mask probabilities pasted into [N, 1, H, W] images at ``boxes``, as detectron2 pastes them.
+
+    detectron2 ``layers/mask_ops.py`` ``paste_masks_in_image`` / ``_do_paste_mask``: each image pixel
+    centre (x + 0.5, y + 0.5) is mapped into the box ([-1, 1] across it) and the M x M mask is sampled
+    there bilinearly (``grid_sample``, align_corners False, zeros outside); only the box's integer
+    bounds widened by 1 px are filled (its CPU path, one mask at a time; its GPU path fills the whole
+    image, which differs only below 0.5, so not after the 0.5 threshold). Returns probabilities:
+    detectron2 rounds them to 1/255 or thresholds them, the evaluators threshold these at 0.5.
+    """
+    h, w = size
+    out = probs.new_zeros((len(boxes), 1, h, w), dtype=torch.float32)
+    for mask, box, slot in zip(probs.float(), boxes.float(), out):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        left, top = max(math.floor(x0) - 1, 0), max(math.floor(y0) - 1, 0)
+        right, bottom = min(math.ceil(x1) + 1, w), min(math.ceil(y1) + 1, h)
+        if right <= left or bottom <= top:
+            continue
+        gx = (torch.arange(left, right, dtype=torch.float32, device=box.device) + 0.5 - x0) / (x1 - x0) * 2 - 1
+        gy = (torch.arange(top, bottom, dtype=torch.float32, device=box.device) + 0.5 - y0) / (y1 - y0) * 2 - 1
+        grid = torch.stack([gx[None, :].expand(len(gy), -1), gy[:, None].expand(-1, len(gx))], dim=2)
+        slot[:, top:bottom, left:right] = F.grid_sample(mask[None], grid[None], align_corners=False)[0]
+    return out
 
 
 class Res5ROIHeads(nn.Module):
@@ -225,16 +250,16 @@ class Res5ROIHeads(nn.Module):
             d["mask_probs"] = p
 
     def postprocess(self, detections: list[dict], image_sizes, output_sizes) -> list[dict]:
-        """detectron2 ``detector_postprocess``: boxes scaled to ``output_sizes`` and clipped; masks pasted there."""
+        """detectron2 ``detector_postprocess``: boxes scaled to ``output_sizes``, clipped, empty ones dropped
+        (``Boxes.nonempty``: width and height > 0); masks pasted there (:func:`paste_masks`)."""
         results = []
         for d, (h, w), (oh, ow) in zip(detections, image_sizes, output_sizes):
             scale = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=d["boxes"].device)
             boxes = clip_boxes_to_image(d["boxes"] * scale, (oh, ow))
-            result = {"boxes": boxes, "scores": d["scores"], "labels": self.labels.to_dataset(d["classes"])}
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes = boxes[keep]
+            result = {"boxes": boxes, "scores": d["scores"][keep], "labels": self.labels.to_dataset(d["classes"][keep])}
             if "mask_probs" in d:
-                if len(boxes):
-                    result["masks"] = paste_masks_in_image(d["mask_probs"], boxes, (oh, ow), padding=1)
-                else:
-                    result["masks"] = boxes.new_zeros((0, 1, oh, ow))
+                result["masks"] = paste_masks(d["mask_probs"][keep], boxes, (oh, ow))
             results.append(result)
         return results

@@ -164,7 +164,7 @@ def train_detector(model: RCNNC4, train: Dataset, cfg: DetectionConfig, base_lr:
     device = resolve_device(cfg.run.device)
     amp = resolve_precision(cfg.run.precision, device)
     workdir.mkdir(parents=True, exist_ok=True)
-    logger = JsonLogger(workdir / "log.jsonl" if is_main_process() else None, quiet=True)
+    logger = JsonLogger(workdir / "log.jsonl" if is_main_process() else None, quiet=quiet)  # stderr: the engine's BN note
     plan = make_plan(len(train), cfg.optim.batch_size, 1, cfg.optim.iterations)
     optim = _engine_optim(cfg, base_lr, plan.effective_batch)
     norms, others = norm_parameters(model)
@@ -235,6 +235,7 @@ class DetectionTask(TrainedTask):
     """voc07 / voc0712 (Faster R-CNN) and coco (Mask R-CNN): fine-tune the C4 detector, score the test split."""
     name = "detection"
     Config = DetectionConfig
+    needs_resnet = True  # R50-C4: res2..4 trunk, res5 box head; the runner refuses a ViT before any data is built
 
     @classmethod
     def expand(cls, cfg: DetectionConfig) -> list[list[str]]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import torch
+
 from mec_eval.checkpoints.export import export_detectron2
 from mec_eval.data.detection import read_class_list, shapes_root, voc_root
 from mec_eval.data.folders import root_dir
@@ -26,7 +28,7 @@ from mec_eval.dist import resolve_device, world_size
 from mec_eval.tasks.base import Result
 from mec_eval.tasks.detection import load_split
 from mec_eval.tasks.detection_configs import DetectionConfig
-from mec_eval.utils import UserError
+from mec_eval.utils import UserError, atomic_write_text
 
 INSTALL_HINT = ("backend=detectron2 needs detectron2, which is not installed: after torch, run FORCE_CUDA=0 pip "
                 "install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git' "
@@ -43,6 +45,29 @@ def require_detectron2():
         return importlib.import_module("detectron2")
     except ImportError:
         raise UserError(INSTALL_HINT) from None
+
+
+def require_resnet50(encoder) -> None:
+    """One-line UserError unless ``encoder.backbone`` has exactly torchvision ResNet-50's keys and shapes.
+
+    ``build_d2_config`` always builds detectron2's R50 (``RESNETS.DEPTH`` 50, width 64, bottleneck
+    res5), and detectron2's checkpointer only *warns* about a weight of another shape and skips it (fvcore
+    ``Checkpointer._load_model`` pops ``incorrect_shapes``, then ``load_state_dict(strict=False)``): a
+    resnet_tiny checkpoint would train a randomly initialised R50 under its name. Refused here instead.
+    """
+    from torchvision.models import resnet50
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        expected = {k: tuple(v.shape) for k, v in resnet50().state_dict().items() if not k.startswith("fc.")}
+    got = {k: tuple(v.shape) for k, v in encoder.backbone.state_dict().items() if not k.startswith("fc.")}
+    wrong = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+    if got.keys() != expected.keys() or wrong:
+        missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+        what = "; ".join(f"{label} {len(keys)} ({', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''})"
+                         for label, keys in (("missing", missing), ("unexpected", extra), ("other shape", wrong))
+                         if keys)
+        raise UserError(f"backend=detectron2 builds detectron2's R50-C4, which needs a torchvision ResNet-50; "
+                        f"{encoder.name} is a {encoder.arch} ({what}): use backend=torchvision for it")
 
 
 def register_extra_norm_heads() -> None:
@@ -242,6 +267,7 @@ def run(task, encoder, cfg: DetectionConfig, workdir: Path) -> Result:
     if cfg.lr_search.enabled:
         raise UserError("lr_search.enabled=true runs on backend=torchvision only; search there, then pass "
                         "optim.base_lr=<chosen> with backend=detectron2")
+    require_resnet50(encoder)
     from detectron2.utils import comm
 
     register_extra_norm_heads()
@@ -255,6 +281,8 @@ def run(task, encoder, cfg: DetectionConfig, workdir: Path) -> Result:
     comm.synchronize()
     train, test, num_classes = register_datasets(cfg, workdir.name)
     d2cfg = build_d2_config(cfg, num_classes, str(weights), str(out), train, test, world_size())
+    if comm.is_main_process():  # as detectron2's default_setup: the importer reads the anchors from it
+        atomic_write_text(out / "config.yaml", d2cfg.dump())
     trainer = _trainer_class()(d2cfg)
     trainer.resume_or_load(resume=True)  # continues from out/last_checkpoint when a requeued job left one
     trainer.train()
@@ -271,4 +299,5 @@ def run(task, encoder, cfg: DetectionConfig, workdir: Path) -> Result:
 
 
 __all__ = ["EXTRA_NORM_HEADS", "INSTALL_HINT", "SSL_PIXEL_MEAN", "SSL_PIXEL_STD", "build_d2_config", "is_coco",
-           "metrics_from_detectron2", "register_datasets", "register_extra_norm_heads", "require_detectron2", "run"]
+           "metrics_from_detectron2", "register_datasets", "register_extra_norm_heads", "require_detectron2",
+           "require_resnet50", "run"]

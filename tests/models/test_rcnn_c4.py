@@ -17,7 +17,7 @@ from mec_eval.models.rcnn_c4 import (
     norm_parameters,
     to_detectron2_names,
 )
-from mec_eval.models.rcnn_heads import LabelMap, RoiSettings, mask_targets
+from mec_eval.models.rcnn_heads import LabelMap, RoiSettings, mask_targets, paste_masks
 
 SMALL_RPN = RpnSettings(anchor_sizes=(16, 32, 64), pre_nms_topk_train=500, pre_nms_topk_test=300,
                         post_nms_topk_train=64, post_nms_topk_test=50)
@@ -196,6 +196,33 @@ def test_mask_targets_threshold_the_aligned_crop():
     masks[0, :, :10] = 1  # left half
     target = mask_targets(masks, torch.tensor([[0.0, 0, 20, 20]]), 4)
     assert target.dtype == torch.bool and target[0].tolist() == [[True, True, False, False]] * 4
+
+
+def test_paste_samples_the_mask_at_pixel_centres_within_the_widened_box():
+    """detectron2 mask_ops._do_paste_mask, by hand: pixel x samples the mask at (x + 0.5 - x0) / (x1 - x0) * M - 0.5."""
+    half = torch.zeros(1, 1, 14, 14)
+    half[..., :7] = 1.0  # left half of the mask on
+    out = paste_masks(half, torch.tensor([[0.0, 0.0, 28.0, 28.0]]), (40, 40))[0, 0]
+    assert out.shape == (40, 40)
+    assert torch.allclose(out[10, [5, 13, 14, 20]], torch.tensor([1.0, 0.75, 0.25, 0.0]))  # cells 6.25, 6.75
+    ones = torch.ones(1, 1, 2, 2)  # 14-px cells: bilinear weights reach 7 px beyond the box
+    out = paste_masks(ones, torch.tensor([[2.0, 2.0, 30.0, 30.0]]), (40, 40))[0, 0]
+    assert out[15, 16] == 1.0
+    assert out[15, 30] == pytest.approx(1 - 0.536, abs=1e-3) and out[15, 1] == pytest.approx(1 - 0.536, abs=1e-3)
+    assert out[15, 31] == 0 and out[15, 0] == 0 and out[31, 15] == 0  # only floor(x0) - 1 .. ceil(x1) + 1 filled
+    assert paste_masks(ones[:0], torch.zeros(0, 4), (8, 9)).shape == (0, 1, 8, 9)
+
+
+def test_postprocess_drops_boxes_left_empty_by_clipping():
+    """detectron2 detector_postprocess keeps ``Boxes.nonempty()`` after scaling and clipping."""
+    heads = _model(mask_on=True).roi_heads
+    det = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 20.0], [2.0, 3.0, 8.0, 3.0]]),
+           "scores": torch.tensor([0.9, 0.8, 0.7]), "classes": torch.tensor([0, 1, 2]),
+           "mask_probs": torch.full((3, 1, 14, 14), 0.9)}
+    (out,) = heads.postprocess([det], [(20, 20)], [(40, 40)])
+    assert out["boxes"].tolist() == [[0.0, 0.0, 20.0, 20.0]] and out["labels"].tolist() == [1]
+    assert out["scores"].tolist() == [pytest.approx(0.9)] and out["masks"].shape == (1, 1, 40, 40)
+    assert bool((out["masks"][0, 0, :20, :20] > 0.5).all()) and float(out["masks"][0, 0, 22:].max()) == 0
 
 
 def test_eval_keeps_at_most_100_boxes_over_0_05():

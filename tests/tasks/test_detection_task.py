@@ -1,5 +1,7 @@
 """The detection tasks end to end on synthetic shapes (VOC and COCO layouts), resume, refusals, lr search."""
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_iteration(tmp_path, monkeypatch):
     cfg = _cfg("voc07-cpu-small", tmp_path / "data")
     encoder = load_encoder("random:resnet_tiny")
@@ -104,7 +107,9 @@ def test_held_out_split_is_seeded_and_disjoint():
 @pytest.mark.slow
 def test_lr_search_selects_on_held_out_training_images(tmp_path, monkeypatch):
     cfg = _cfg("voc07-cpu-small", tmp_path / "data", ["lr_search.enabled=true", "lr_search.base_lrs=[0.001,0.02]",
-                                                      "lr_search.held_out_fraction=0.34", "data.shapes_train=6"])
+                                                      "lr_search.held_out_fraction=0.34", "data.shapes_train=6",
+                                                      "optim.iterations=2", "optim.steps=[1]", "optim.warmup_iters=1",
+                                                      "data.shapes_test=2"])  # 3 trainings: 2 iterations each
     reads, real = [], detection.load_split
     task = detection.DetectionTask(TaskContext(cache_dir=tmp_path / "runs" / ".cache" / "features", quiet=True))
     selection = list((tmp_path / "runs" / ".cache" / "lr-search").glob("*/selection.json"))
@@ -130,3 +135,36 @@ def test_trials_expand_to_seeds(tmp_path):
     cfg = _cfg("voc07-cpu-small", tmp_path, ["run.trials=3", "run.seed=7"])
     assert detection.DetectionTask.expand(cfg) == [[f"run.seed={s}", "run.trials=1"] for s in (7, 8, 9)]
     assert detection.DetectionTask.expand(_cfg("voc07-cpu-small", tmp_path)) == [[]]
+
+
+def test_syncbn_converts_every_norm_of_the_detector_on_gpus():
+    from mec_eval.training.distributed import maybe_sync_batchnorm
+
+    model = detection.build_detector(load_encoder("random:resnet_tiny"), 5, _cfg("voc07-cpu-small", Path("unused")))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n_bn == 13  # stem 1 + 4 blocks x 2 + the downsamples of layer2..4 (res5 = layer4) + MoCo's extra norm
+    converted, note = maybe_sync_batchnorm(model, True, True, torch.device("cuda"))  # conversion needs no GPU
+    assert note == "SyncBatchNorm across processes" and converted is model
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) == n_bn
+    assert isinstance(model.roi_heads.res5.norm, nn.SyncBatchNorm)
+    _same, note = maybe_sync_batchnorm(model, True, True, torch.device("cpu"))
+    assert "needs GPUs" in note
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_with_a_bn_note_and_one_result(tmp_path, validate_result):
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "mec_eval", "run", "--task", "voc07-cpu-small", "--ckpt",
+           "random:resnet_tiny", "--out", str(out), *TINY, "optim.batch_size=4", "model.norm=syncbn",
+           f"data.root={tmp_path / 'data'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 processes x 1 thread on the 2 cores
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("per-process BatchNorm: torch's SyncBatchNorm needs GPUs, this run is on CPU") == 1
+    (result,) = out.glob("voc07-cpu-small/*/*/result.json")
+    record = validate_result(result)
+    assert record["scale"]["world_size"] == 2 and record["scale"]["effective_batch"] == 4
