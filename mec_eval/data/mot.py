@@ -1,4 +1,5 @@
-"""MOT16 and MOTS20 readers in the MOTChallenge layouts (``<seq>/img1``, ``gt/gt.txt``, ``det/det.txt``, ``seqinfo.ini``).
+"""MOT16 and MOTS20 readers in the MOTChallenge layouts (``<seq>/img1``, ``gt/gt.txt``, ``det/det.txt``,
+``seqinfo.ini``).
 
 MOT rows are ``frame, id, x, y, w, h, conf, class, visibility[, z]`` (MOT15 2D files: -1 for class /
 visibility); detection rows have id -1 and a score in ``conf``. MOTS rows are ``time id class h w rle``
@@ -185,7 +186,8 @@ def _det_file(seq_dir: Path, detections) -> Path:
     if detections:
         path = Path(detections) / f"{seq_dir.name}.txt"
         if not path.is_file():
-            raise UserError(f"detection folder {detections} lacks {seq_dir.name}.txt (one MOTChallenge file per sequence)")
+            raise UserError(f"detection folder {detections} lacks {seq_dir.name}.txt "
+                            "(one MOTChallenge file per sequence)")
         return path
     return seq_dir / "det" / "det.txt"
 

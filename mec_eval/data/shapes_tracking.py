@@ -1,11 +1,12 @@
-"""Write the synthetic shapes videos (:mod:`mec_eval.data.shapes_video`) in the MOT16, MOTS20 and PoseTrack 2018 layouts.
+"""Write the synthetic shapes videos (:mod:`mec_eval.data.shapes_video`) in the MOT16, MOTS20, PoseTrack 2018 layouts.
 
 Besides the ground truth, each writer adds the observations a tracker is given, made noisy on purpose
 (seeded): boxes / masks / keypoints jittered, about 10 % of the objects missed per frame, and an
 occasional false positive with a lower score. ``VideoSpec.crossing_miss`` adds misses where objects
 cross: an object whose box overlaps another's is left out with that probability, so that box overlap
-and motion alone lose the objects at the crossings and appearance must re-identify them. A folder is written to a temp sibling and renamed into
-place, so it either exists whole or not at all; an existing complete one is re-used.
+and motion alone lose the objects at the crossings and appearance must re-identify them. A folder is written
+to a temp sibling and renamed into place, so it either exists whole or not at all; an existing complete one
+is re-used.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def _atomic_folder(root, spec: VideoSpec, write) -> Path:
     if (root / DONE).is_file():
         return root
     if root.exists() and any(root.iterdir()):
-        raise UserError(f"{root} exists but is not a complete synthetic set (no {DONE}); remove it or pick another root")
+        raise UserError(f"{root} exists but is not a complete synthetic set (no {DONE}); "
+                        "remove it or pick another root")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:

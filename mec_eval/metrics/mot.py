@@ -25,7 +25,8 @@ MOT_BENCHMARKS = ("MOT15", "MOT16", "MOT17", "MOT20")
 MOT_LAYOUT = ("GT_FOLDER/<seq>/gt/gt.txt and GT_FOLDER/<seq>/seqinfo.ini (MOTChallenge / TrackEval layout), "
               "results RESULTS_FOLDER/<seq>.txt")
 MOTS_GT_LAYOUT = ("GT_FOLDER/<seq>/gt/gt.txt + GT_FOLDER/<seq>/seqinfo.ini, or the MOTS20 release "
-                  "GT_FOLDER/instances_txt/<seq>.txt + GT_FOLDER[/train]/<seq>/seqinfo.ini; results RESULTS_FOLDER/<seq>.txt")
+                  "GT_FOLDER/instances_txt/<seq>.txt + GT_FOLDER[/train]/<seq>/seqinfo.ini; "
+                  "results RESULTS_FOLDER/<seq>.txt")
 _QUIET = {"PRINT_CONFIG": False}
 _EVAL_CONFIG = {"USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False, "TIME_PROGRESS": False,
                 "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "BREAK_ON_ERROR": True,
@@ -130,16 +131,23 @@ def evaluate_mot(gt_folder, results_folder, benchmark: str = "MOT16", sequences=
     """Score MOTChallenge box results ``<results>/<seq>.txt`` against ``<gt>/<seq>/gt/gt.txt``.
 
     ``benchmark`` picks TrackEval's preprocessing: "MOT15" for 2D files whose class / visibility
-    columns are -1, "MOT16" / "MOT17" / "MOT20" for the class-labelled ground truth.
-    Returns idf1, hota, mota, motp (percent) and id_switches (count), plus "per_sequence";
+    columns are -1, "MOT16" / "MOT17" / "MOT20" for the class-labelled ground truth; "auto" takes
+    MOT15 when any gt file is 2D (class -1 or no class column) and MOT16 otherwise.
+    Returns idf1, hota, mota, motp (percent) and id_switches (count), "benchmark" (the one used), "per_sequence";
     ``sequences`` limits the scoring to those names (default: every gt sequence).
     """
-    if benchmark not in MOT_BENCHMARKS:
-        raise UserError(f"benchmark must be one of {', '.join(MOT_BENCHMARKS)} (got {benchmark!r})")
+    if benchmark not in (*MOT_BENCHMARKS, "auto"):
+        raise UserError(f"benchmark must be one of {', '.join(MOT_BENCHMARKS)} or auto (got {benchmark!r})")
     gt_folder, results_folder = Path(gt_folder), Path(results_folder)
     lengths = _sequences(gt_folder, results_folder, "gt/gt.txt", sequences)
+    if benchmark == "auto":
+        for seq, length in lengths.items():
+            check_text_rows(gt_folder / seq / "gt" / "gt.txt", 7, 7, length)
+        two_d = any(_has_unlabelled_classes(gt_folder / seq / "gt" / "gt.txt") for seq in lengths)
+        benchmark = "MOT15" if two_d else "MOT16"
+    labelled = 7 if benchmark == "MOT15" else 8  # MOT16/17/20 preprocessing reads the class column
     for seq, length in lengths.items():
-        check_text_rows(gt_folder / seq / "gt" / "gt.txt", 8 if benchmark != "MOT15" else 7, 7, length)
+        check_text_rows(gt_folder / seq / "gt" / "gt.txt", labelled, labelled, length)
         check_text_rows(results_folder / f"{seq}.txt", 6, 6, length)
         if benchmark != "MOT15" and _has_unlabelled_classes(gt_folder / seq / "gt" / "gt.txt"):
             raise UserError(f"{gt_folder / seq / 'gt' / 'gt.txt'} has class -1 (MOT15-style 2D file); "
@@ -152,12 +160,16 @@ def evaluate_mot(gt_folder, results_folder, benchmark: str = "MOT16", sequences=
             "TRACKER_SUB_FOLDER": "", "OUTPUT_FOLDER": str(trackers), "BENCHMARK": benchmark,
             "SKIP_SPLIT_FOL": True, "SEQ_INFO": dict(lengths), "DO_PREPROC": benchmark != "MOT15"})
         per_seq = _run_trackeval(dataset, [trackeval.metrics.HOTA, trackeval.metrics.CLEAR, trackeval.metrics.Identity])
-    return _summary(per_seq, "pedestrian")
+    return {**_summary(per_seq, "pedestrian"), "benchmark": benchmark}
 
 
 def _has_unlabelled_classes(path: Path) -> bool:
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
-    return bool(len(rows)) and bool(np.any(rows[:, 7] < 0))
+    """True for a 2D (MOT15-style) gt file: a class of -1, or no class column at all (rows already checked)."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.replace(",", " ").split()
+        if fields and (len(fields) < 8 or fields[7].lstrip("+").startswith("-")):
+            return True
+    return False
 
 
 def evaluate_mots(gt_folder, results_folder, sequences=None) -> dict:

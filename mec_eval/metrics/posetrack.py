@@ -93,9 +93,11 @@ def frames_from_json(gt: dict, pred: dict, gt_name: str, pred_name: str, id_offs
         if any(pose.head_box is None for pose in g):
             raise UserError(f"{gt_name}: a gt person of image {im['id']} has no bbox_head (PCKh needs it)")
         frames.append(PoseFrame(
-            np.array([pose.track_id for pose in g], dtype=int) + id_offset, np.array([pose.keypoints for pose in g]).reshape(-1, 17, 3),
+            np.array([pose.track_id for pose in g], dtype=int) + id_offset,
+            np.array([pose.keypoints for pose in g]).reshape(-1, 17, 3),
             np.array([pose.head_box for pose in g]).reshape(-1, 4),
-            np.array([pose.track_id for pose in p], dtype=int) + id_offset, np.array([pose.keypoints for pose in p]).reshape(-1, 17, 3)))
+            np.array([pose.track_id for pose in p], dtype=int) + id_offset,
+            np.array([pose.keypoints for pose in p]).reshape(-1, 17, 3)))
     return frames
 
 

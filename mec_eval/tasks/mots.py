@@ -1,4 +1,4 @@
-"""UniTrack MOTS on MOTS20 (given masks): masked-feature embeddings, the shared association, mask IoU, TrackEval MOTS."""
+"""UniTrack MOTS on MOTS20 (given masks): masked-feature embeddings, the shared association, mask IoU, TrackEval."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -87,7 +87,8 @@ class PoseTrackTask(TrackingTask):
 
     def score(self, data, tracks_dir: Path, cfg: TrackingConfig) -> dict:
         scores = evaluate_posetrack(Path(data.root) / "annotations" / "val", tracks_dir, names=data.names)
-        scores["per_joint"] = [None if j is None else {k: round(v, 3) for k, v in j.items()} for j in scores["per_joint"]]
+        scores["per_joint"] = [None if j is None else {k: round(v, 3) for k, v in j.items()}
+                               for j in scores["per_joint"]]
         return scores
 
 

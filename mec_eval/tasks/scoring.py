@@ -59,7 +59,10 @@ def _tracking(evaluate: Callable, dataset: str) -> Callable[[str, Path, Path], S
 
 def _mot(task, gt, pred):
     from mec_eval.metrics.mot import evaluate_mot
-    return _tracking(evaluate_mot, "mot16")(task, gt, pred)
+
+    # No flag to pick the benchmark: a MOT15-style 2D gt gets MOT15's (no) preprocessing, others MOT16's;
+    # extra.benchmark says which.
+    return _tracking(lambda g, p: evaluate_mot(g, p, benchmark="auto"), "mot16")(task, gt, pred)
 
 
 def _mots(task, gt, pred):

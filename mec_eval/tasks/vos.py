@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import deque
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,41 +41,41 @@ def propagate_labels(query: torch.Tensor, first: tuple[torch.Tensor, torch.Tenso
 
     ``query`` and every context feature map are L2-normalised [C, h, w]; labels are [K, h, w]. Queries
     go in bands of ``params.chunk`` rows; a band's keys in previous frames are only the rows within
-    ``radius`` of it, so memory and time grow with the band, not with the frame. The top-k over all
-    keys is taken as the top-k of each frame's top-k (the same keys, without one wide score matrix).
+    ``radius`` of it, so memory and time grow with the band, not with the frame. Per band, the keys of
+    all context frames are one matrix: one product, one mask (cached per band geometry), one top-k.
     """
     channels, height, width = query.shape
     n_labels = first[1].shape[0]
     first_feat, first_label = first[0].reshape(channels, -1), first[1].reshape(n_labels, -1)
+    if previous:  # [C, P, h, w] / [K, P, h, w]: a band of every previous frame is one slice
+        prev_feat = torch.stack([feat for feat, _ in previous], dim=1)
+        prev_label = torch.stack([label for _, label in previous], dim=1)
     out = torch.empty(n_labels, height, width, device=query.device)
     reach = int(np.ceil(params.radius))
     for top in range(0, height, params.chunk):
         bottom = min(top + params.chunk, height)
-        lo, hi = max(0, top - reach), min(height, bottom + reach)
         q = query[:, top:bottom].reshape(channels, -1).T / params.temperature     # [Q, C]
-        candidates = [_top_keys(q @ first_feat, first_label, params.topk)]
+        keys, labels = first_feat, first_label
         if previous:
-            outside = _outside(top, bottom, lo, hi, width, params.radius, query.device)
-            for feat, label in previous:
-                scores = (q @ feat[:, lo:hi].reshape(channels, -1)).masked_fill_(outside, float("-inf"))
-                candidates.append(_top_keys(scores, label[:, lo:hi].reshape(n_labels, -1), params.topk))
-        scores = torch.cat([c[0] for c in candidates], dim=1)                     # [Q, k * frames]
-        labels = torch.cat([c[1] for c in candidates], dim=1)                     # [Q, k * frames, K]
+            lo, hi = max(0, top - reach), min(height, bottom + reach)
+            keys = torch.cat([first_feat, prev_feat[:, :, lo:hi].reshape(channels, -1)], dim=1)
+            labels = torch.cat([first_label, prev_label[:, :, lo:hi].reshape(n_labels, -1)], dim=1)
+        scores = q @ keys                                                          # [Q, N_first + P * N_band]
+        if previous:
+            outside = _outside(top, bottom, lo, hi, width, float(params.radius), str(query.device))
+            banded = scores[:, first_feat.shape[1]:].view(len(q), len(previous), -1)  # a view: fills ``scores``
+            banded.masked_fill_(outside[:, None], float("-inf"))
         best, index = scores.topk(min(params.topk, scores.shape[1]), dim=1)
-        weights = torch.softmax(best, dim=1)
-        picked = labels.gather(1, index[..., None].expand(-1, -1, n_labels))
-        out[:, top:bottom] = (weights[..., None] * picked).sum(dim=1).T.reshape(n_labels, bottom - top, width)
+        weights = torch.softmax(best, dim=1)                                       # [Q, k]
+        picked = labels.T[index]                                                   # [Q, k, K]
+        out[:, top:bottom] = torch.einsum("qk,qkl->lq", weights, picked).reshape(n_labels, bottom - top, width)
     return out
 
 
-def _top_keys(scores: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` best scores of each query row [Q, k] and the labels of those keys [Q, k, K]."""
-    best, index = scores.topk(min(k, scores.shape[1]), dim=1)
-    return best, labels.T[index]
-
-
-def _outside(top: int, bottom: int, lo: int, hi: int, width: int, radius: float, device) -> torch.Tensor:
-    """[Q, N] True where a key (rows lo..hi) is not strictly within ``radius`` cells of a query (rows top..bottom)."""
+@lru_cache(maxsize=64)
+def _outside(top: int, bottom: int, lo: int, hi: int, width: int, radius: float, device: str) -> torch.Tensor:
+    """[Q, N] True where a key (rows lo..hi) is not strictly within ``radius`` cells of a query (rows top..bottom);
+    cached: every frame of a sequence has the same band geometry."""
     q_rows, q_cols = torch.meshgrid(torch.arange(top, bottom, device=device, dtype=torch.float32),
                                     torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
     k_rows, k_cols = torch.meshgrid(torch.arange(lo, hi, device=device, dtype=torch.float32),

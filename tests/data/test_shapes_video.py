@@ -77,3 +77,87 @@ def test_bad_seed_and_count():
             make_video(bad)
     with pytest.raises(UserError):
         make_videos(0, 0)
+
+
+# The hard options (palette, distractors, lighting) draw from their own generator: same motion, same masks.
+HARD_KW = {"palette": "shared", "distractors": 4, "lighting": 0.0}
+ALL_OPTIONS = {"palette": "shared", "distractors": 4, "lighting": 0.25}
+
+
+def _annotations_equal(a, b) -> bool:
+    return all((x is None and y is None) or (x is not None and y is not None and x.box == y.box
+                                             and np.array_equal(x.mask, y.mask) and x.visibility == y.visibility)
+               for ta, tb in zip(a.tracks, b.tracks) for x, y in zip(ta.frames, tb.frames))
+
+
+def test_hard_options_keep_motion_masks_and_determinism():
+    from mec_eval.data.shapes_video import HARD
+    assert HARD == HARD_KW
+    for seed in (0, 4):
+        easy, hard, again = make_video(seed, n_frames=8), make_video(seed, n_frames=8, **ALL_OPTIONS), \
+            make_video(seed, n_frames=8, **ALL_OPTIONS)
+        assert _annotations_equal(easy, hard) and [t.kind for t in easy.tracks] == [t.kind for t in hard.tracks]
+        assert all(np.array_equal(x, y) for x, y in zip(hard.frames, again.frames))
+        assert not any(np.array_equal(x, y) for x, y in zip(easy.frames, hard.frames))
+    explicit = make_video(2, n_frames=4, palette="distinct", distractors=0, lighting=0.0)
+    assert all(np.array_equal(x, y) for x, y in zip(make_video(2, n_frames=4).frames, explicit.frames))
+
+
+def _object_colours(video, t=0):
+    """Median colour of each object's interior pixels (eroded mask: no antialiased edge) in frame t."""
+    from scipy.ndimage import binary_erosion
+    colours = []
+    for track in video.tracks:
+        entry = track.frames[t]
+        inner = binary_erosion(entry.mask, iterations=2) if entry is not None else None
+        if inner is not None and inner.sum() >= 10:
+            colours.append(np.median(video.frames[t][inner].astype(float), axis=0))
+    return np.array(colours)
+
+
+def test_shared_palette_leaves_only_shape_to_tell_objects_apart():
+    spreads = {"shared": [], "distinct": []}
+    for seed in range(6):
+        for palette in spreads:
+            colours = _object_colours(make_video(seed, n_frames=2, palette=palette))
+            if len(colours) >= 2:
+                spreads[palette].append(np.abs(colours[:, None] - colours[None]).max())
+    # Shared: +-12 jitter per channel (<= 24 apart) plus pixel noise; distinct: hues spread around the wheel.
+    assert len(spreads["shared"]) >= 4 and max(spreads["shared"]) <= 30
+    assert min(spreads["distinct"]) > 60
+
+
+def test_distractors_move_behind_the_objects():
+    from scipy.ndimage import binary_erosion
+    plain, busy = make_video(1, n_frames=10), make_video(1, n_frames=10, distractors=6)
+    changed = [np.any(p != b, axis=2) for p, b in zip(plain.frames, busy.frames)]
+    for t, diff in enumerate(changed):
+        for track in plain.tracks:
+            entry = track.frames[t]
+            if entry is not None:  # drawn behind: an object's interior is never touched
+                assert not diff[binary_erosion(entry.mask, iterations=1)].any()
+    assert all(d.mean() > 0.01 for d in changed) and not np.array_equal(changed[0], changed[-1])
+
+
+def test_lighting_drifts_global_brightness():
+    plain, lit = make_video(2, n_frames=20), make_video(2, n_frames=20, lighting=0.4)
+    ratio = np.array([(b.astype(float).mean() + 1) / (a.astype(float).mean() + 1)
+                      for a, b in zip(plain.frames, lit.frames)])
+    assert ratio.std() > 0.05 and np.abs(np.diff(ratio)).max() < 0.3  # drifts, smoothly
+
+
+def test_occlusion_and_leaving_hold_in_the_hard_setting():
+    occluded = 0
+    for seed in range(6):
+        v = make_video(seed, n_frames=24, size=(48, 64), **HARD_KW)
+        occluded += any(e is not None and e.visibility < 0.9 and 1 < e.box[0] and e.box[2] < 63
+                        and 1 < e.box[1] and e.box[3] < 47 for t in v.tracks for e in t.frames)
+    assert occluded >= 3
+
+
+@pytest.mark.parametrize("kw", [{"palette": "rainbow"}, {"palette": None}, {"distractors": -1},
+                                {"distractors": 17}, {"distractors": 2.5}, {"distractors": True},
+                                {"lighting": -0.1}, {"lighting": 0.6}, {"lighting": "0.2"}, {"lighting": True}])
+def test_bad_hard_options(kw):
+    with pytest.raises(UserError):
+        make_video(0, n_frames=2, **kw)

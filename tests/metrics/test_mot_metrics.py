@@ -60,3 +60,18 @@ def test_mot15_style_gt_under_mot16_and_corrupt_lines_are_user_errors(tmp_path):
         evaluate_mot(gt, res, benchmark="MOT15")
     with pytest.raises(UserError, match="does not exist"):
         evaluate_mot(tmp_path / "nope", res)
+
+
+def test_auto_benchmark_picks_mot15_for_2d_files_and_mot16_otherwise(tmp_path):
+    gt, res = _layout(tmp_path)
+    auto, mot15 = evaluate_mot(gt, res, benchmark="auto"), evaluate_mot(gt, res, benchmark="MOT15")
+    assert auto["benchmark"] == "MOT15" and auto["idf1"] == mot15["idf1"] and auto["mota"] == mot15["mota"]
+    for seq in PUBLISHED:  # the same boxes with class 1 and visibility 1: MOT16 preprocessing
+        path = gt / seq / "gt" / "gt.txt"
+        rows = np.loadtxt(path, delimiter=",", ndmin=2)
+        rows[:, 6:9] = 1
+        np.savetxt(path, rows[:, :9], delimiter=",", fmt="%g")
+    labelled = evaluate_mot(gt, res, benchmark="auto")
+    assert labelled["benchmark"] == "MOT16" and labelled["id_switches"] == evaluate_mot(gt, res)["id_switches"]
+    with pytest.raises(UserError, match="or auto"):
+        evaluate_mot(gt, res, benchmark="MOT99")

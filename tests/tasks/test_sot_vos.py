@@ -113,6 +113,37 @@ def test_label_propagation_restricts_previous_frames_to_the_radius():
     assert torch.all(out[0, :, 0] == 0) and torch.all(out[1, :, 0] <= 1)
 
 
+def _dense_propagation(query, first, previous, params):
+    """Reference: every key of every context frame in one list, radius by explicit distances, one top-k."""
+    channels, height, width = query.shape
+    rows, cols = np.divmod(np.arange(height * width), width)
+    dist = np.hypot(rows[:, None] - rows[None], cols[:, None] - cols[None])
+    q = query.reshape(channels, -1).T.double() / params.temperature
+    scores, labels = [q @ first[0].reshape(channels, -1).double()], [first[1].reshape(len(first[1]), -1)]
+    for feat, label in previous:
+        frame_scores = q @ feat.reshape(channels, -1).double()
+        frame_scores[torch.from_numpy(dist >= params.radius)] = float("-inf")
+        scores.append(frame_scores)
+        labels.append(label.reshape(len(label), -1))
+    scores, labels = torch.cat(scores, dim=1), torch.cat(labels, dim=1).double()
+    best, index = scores.topk(params.topk, dim=1)
+    out = (torch.softmax(best, dim=1)[..., None] * labels.T[index]).sum(dim=1)
+    return out.T.reshape(-1, height, width).float()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 50])
+def test_label_propagation_equals_a_dense_reference(chunk):
+    torch.manual_seed(3)
+    maps = [F.normalize(torch.randn(8, 7, 9), dim=0) for _ in range(4)]
+    labels = [torch.softmax(torch.randn(3, 7, 9), dim=0) for _ in range(4)]
+    params = VOSParams(topk=6, radius=2.5, chunk=chunk, temperature=0.05)
+    first, previous = (maps[1], labels[1]), list(zip(maps[2:], labels[2:]))
+    expected = _dense_propagation(maps[0], first, previous, params)
+    assert torch.allclose(propagate_labels(maps[0], first, previous, params), expected, atol=1e-5)
+    assert torch.allclose(propagate_labels(maps[0], first, [], params), _dense_propagation(maps[0], first, [], params),
+                          atol=1e-5)
+
+
 def test_expand_gives_one_run_per_layer():
     assert expand_task("sot-cpu-small", []) == [["model.layer=3"], ["model.layer=4"]]
     assert expand_task("vos-cpu-small", ["model.layer=4"]) == [["model.layer=4"]]
@@ -159,6 +190,9 @@ def test_resume_skips_finished_sequences(tmp_path, monkeypatch, validate_result)
     (["data.name=otb2015", "data.root=/nonexistent/otb"], "not a folder"),
     (["data.shapes.frames=1"], "frames"),
     (["data.sequences=[a/b]"], "folder name"),
+    (["data.shapes.palette=rainbow"], "palette"),
+    (["data.shapes.distractors=17"], "distractors"),
+    (["data.shapes.lighting=0.9"], "lighting"),
 ])
 def test_hostile_sot_configs(tmp_path, overrides, match):
     with pytest.raises(UserError, match=match):
