@@ -3,8 +3,10 @@
 Pre-trains MEC and a baseline (BYOL, the same network with the order-1 cosine loss) on the
 embedded real handwritten digits, evaluates them and a random initialisation with kNN, the fast
 linear probe, semi-supervised fine-tuning on 10 % of the labels and the ssl-transfer linear
-protocol, and writes the report (HTML with the ranking radar chart, PDF, CSV, Markdown) with the
-MEC paper's published rows beside it. Re-running resumes and skips finished work.
+protocol, runs the five UniTrack video tasks on the synthetic shapes videos (their CPU variants,
+labelled ``shapes (synthetic video)`` in the report: not the paper's OTB / DAVIS / MOT data), and
+writes the report (HTML with the image and video radar charts, PDF, CSV, Markdown) with the MEC
+paper's published rows beside it. Re-running resumes and skips finished work.
 """
 from __future__ import annotations
 
@@ -22,6 +24,13 @@ METHODS = ("mec", "byol")
 # on 1,257 images its 100 epochs are 100 iterations, too few for LARS steps (see README).
 EVAL_TASKS = ("knn", "linear-fast", "semi-10pct", "transfer-linear")
 EVAL_DATA = ("digits",)
+# The video radar: UniTrack's five tasks on synthetic shapes videos (the tasks' labelled cpu-small variants).
+VIDEO_TASKS = ("sot-cpu-small", "vos-cpu-small", "mot-cpu-small", "mots-cpu-small", "posetrack-cpu-small")
+# --quick: fewer synthetic videos and layer 3 only (the full demo reports both layers, as MEC Table 4).
+_QUICK_VIDEO = {"sot-cpu-small": ["data.shapes.videos=2"], "vos-cpu-small": ["data.shapes.videos=2"],
+                "mot-cpu-small": ["data.synthetic_videos=2"], "mots-cpu-small": ["data.synthetic_videos=2"],
+                "posetrack-cpu-small": ["data.synthetic_videos=2"]}
+VIDEO_OVERRIDES = {"full": {}, "quick": {task: [*o, "model.layer=3"] for task, o in _QUICK_VIDEO.items()}}
 # Pre-training overrides of the full demo (~8.5 min on 2 CPU cores, evaluation included) and of
 # --quick (~3 min; smaller batches give more iterations for the same compute).
 SCHEDULES = {"full": ["optim.epochs=40"], "quick": ["optim.epochs=6", "optim.batch_size=64"]}
@@ -43,6 +52,8 @@ def demo(out: str | Path = "demo_out", quick: bool = False, quiet: bool = False)
         for dataset in EVAL_DATA:
             for task in EVAL_TASKS:
                 run_task(task, ckpt, runs, [f"data.name={dataset}"], quiet=quiet)
+        for task in VIDEO_TASKS:
+            run_task(task, ckpt, runs, VIDEO_OVERRIDES[mode].get(task, []), quiet=quiet)
     report = build_report([runs], out / "report.html", pdf=True, with_published=True, csv_dir=out / "report_csv",
                           markdown=out / "report.md", title=f"mec-eval demo ({mode})").html
     logger.log(event="demo_done", mode=mode, seconds=round(time.perf_counter() - t0, 1), report=str(report))

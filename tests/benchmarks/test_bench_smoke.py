@@ -55,3 +55,20 @@ def test_linear_grid_benchmark_smoke_prints_both_sides_and_their_ratio():
     grid = float(re.search(rf"3 heads in one pass: {NUMBER} s", out).group(1))
     ratio = float(re.search(rf"ratio {NUMBER}x one run", out).group(1))
     assert one > 0 and grid > 0 and ratio == pytest.approx(grid / one, rel=0.01)  # printed seconds are rounded
+
+
+@pytest.mark.slow
+def test_detection_train_benchmark_smoke_prints_both_modes_and_the_ratio_when_detectron2_is_there():
+    out = run_script("benchmarks/bench_detection_train.py", "--smoke")
+    assert "cpu_capability" in out
+    with_d2 = "detectron2 yes" in out
+    for mode in ("fp32", "bf16+channels_last"):
+        line = next(line for line in out.splitlines() if line.startswith(f"[{mode}]"))
+        engine = float(re.search(rf"engine {NUMBER} s/step", line).group(1))
+        assert engine > 0
+        if with_d2:  # the ratio is the printed detectron2 time over the engine's
+            d2 = float(re.search(rf"detectron2 {NUMBER} s/step", line).group(1))
+            ratio = float(re.search(rf"ratio detectron2/engine {NUMBER}", line).group(1))
+            assert ratio == pytest.approx(d2 / engine, rel=0.01)
+        else:
+            assert "ratio" not in line

@@ -14,11 +14,16 @@ from mec_eval.launch import demo as demo_module
 FAST_SCHEDULE = ["optim.epochs=1", "optim.batch_size=64", "run.max_steps_per_epoch=2",
                  "model.proj_hidden=128", "model.proj_dim=128", "model.pred_hidden=32"]
 FAST_TASKS = {"semi-10pct": ["optim.epochs=2"], "transfer-linear": ["transfer.wd_count=3", "transfer.n_jobs=1"],
-              "linear-fast": ["linear.wd_grid=[0.001,0.1]"]}
+              "linear-fast": ["linear.wd_grid=[0.001,0.1]"],
+              # one short synthetic video each (after --quick's own overrides, so these win)
+              "sot-cpu-small": ["data.shapes.videos=1", "data.shapes.frames=6"],
+              "vos-cpu-small": ["data.shapes.videos=1", "data.shapes.frames=6"],
+              **{f"{t}-cpu-small": ["data.synthetic_videos=1", "data.synthetic_frames=8"]
+                 for t in ("mot", "mots", "posetrack")}}
 
 
 @pytest.mark.slow
-def test_demo_report_has_the_image_radar_of_its_checkpoints(tmp_path, monkeypatch, capsys):
+def test_demo_report_has_the_image_and_video_radars_of_its_checkpoints(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(demo_module.SCHEDULES, "quick", FAST_SCHEDULE)
     real_run_task = demo_module.run_task
     monkeypatch.setattr(demo_module, "run_task", lambda task, ckpt, runs, overrides, **kw: real_run_task(
@@ -27,18 +32,24 @@ def test_demo_report_has_the_image_radar_of_its_checkpoints(tmp_path, monkeypatc
     assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
     html = (out / "report.html").read_text()
     assert capsys.readouterr().out.strip() == str(out / "report.html")
-    # Four image axes exist for the demo's own checkpoints (LIN fast, SEMI, kNN, T-LIN); no video tasks.
+    # Four image axes exist for the demo's own checkpoints (LIN fast, SEMI, kNN, T-LIN), and the five
+    # video axes on the synthetic videos, named as such.
     own = html.index("Your checkpoints on other datasets or metrics")
     published = html.index("Among the published results")
     assert own < published  # the reader's results come first
     assert html.count("<svg") >= 2 and "LIN (fast, digits)" in html and "SEMI (10%, digits)" in html
-    assert "No chart: no results for any of SOT, VOS, MOT, MOTS, PoseTrack" in html
+    assert "No chart: no results for any of SOT, VOS, MOT, MOTS, PoseTrack" not in html
+    assert "synthetic video" in html
     assert not re.search(r"<(script|link)[^>]+(src|href)=", html)
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     with open(out / "report_csv" / "ranks.csv", newline="") as fh:
         ranks = [row for row in csv.DictReader(fh) if row["published"] == "False"]
     names = {row["checkpoint"] for row in ranks}
     assert names == {"random-resnet_tiny", "mec-quick-last", "byol-quick-last"}
-    assert {row["axis"] for row in ranks} >= {"LIN (fast, digits)", "SEMI (10%, digits)", "kNN (digits)"}
+    axes = {row["axis"] for row in ranks}
+    assert axes >= {"LIN (fast, digits)", "SEMI (10%, digits)", "kNN (digits)"}
+    assert {axis.split(" ")[0] for axis in axes} >= {"SOT", "VOS", "MOT", "MOTS", "PoseTrack"}
+    video = [row for row in ranks if row["axis"].startswith(("SOT", "VOS", "MOT", "PoseTrack"))]
+    assert {row["checkpoint"] for row in video} == names and all(row["rank"] for row in video)
     assert all(1 <= int(row["rank"]) <= 3 for row in ranks if row["rank"])
     assert "LIN (fast, digits)" in (out / "report.md").read_text()
