@@ -2,9 +2,9 @@
 
 MAE runs the encoder on the visible 25 % only, so its cost should be about a quarter of the full
 forward (slightly more: the CLS token and the per-patch embedding of all patches). Prints, for one
-architecture, the FLOP ratio (torch's FlopCounterMode, exact) and median wall times of: encoder
-forward (full vs masked, no grad), and a training step forward + backward (full encoder vs the masked
-encoder + decoder + loss, i.e. one MAE iteration).
+architecture, the FLOP ratios (torch's FlopCounterMode, exact; independent of machine load) and median
+wall times of: encoder forward (full vs masked, no grad), and a training step forward + backward (full
+encoder vs the masked encoder + decoder + loss, i.e. one MAE iteration).
 Usage: python benchmarks/bench_mae.py [--arch vit_base] [--batch 64] [--repeats 5] [--device auto] [--smoke]
 """
 from __future__ import annotations
@@ -80,12 +80,14 @@ def main() -> None:
         flop_ratio = _flops(masked_forward) / _flops(lambda: encoder(images))
         full_ms = _median_ms(lambda: encoder(images), args.repeats, device)
         masked_ms = _median_ms(masked_forward, args.repeats, device)
+    step_flop_ratio = _flops(mae_step) / _flops(full_step)  # forward + backward, counted exactly
     full_step_ms = _median_ms(full_step, args.repeats, device)
     mae_step_ms = _median_ms(mae_step, args.repeats, device)
     print(f"{args.arch} {size}px, {encoder.num_patches} patches, mask {net.mask_ratio}, batch {args.batch}, "
           f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"encoder forward flop ratio masked/full={flop_ratio:.3f}")
     print(f"encoder forward full={full_ms:.1f} ms masked={masked_ms:.1f} ms ratio={masked_ms / full_ms:.3f}")
+    print(f"train step flop ratio mae(encoder+decoder)/full-encoder={step_flop_ratio:.3f}")
     print(f"train step full-encoder={full_step_ms:.1f} ms mae(encoder+decoder)={mae_step_ms:.1f} ms "
           f"ratio={mae_step_ms / full_step_ms:.3f}")
 

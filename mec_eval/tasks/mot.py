@@ -110,6 +110,7 @@ def serial_threads():
 class TrackingTask(TaskBase):
     """Shared per-sequence loop; subclasses say how to read, embed, write and score."""
 
+    needs_resnet = True  # UniTrack's stride-8 layer3 / layer4 features; the runner refuses a ViT up front
     result_ext = ".txt"
 
     @classmethod
@@ -172,7 +173,8 @@ class TrackingTask(TaskBase):
     # -- the loop ----------------------------------------------------------------------------
     def track_sequence(self, model, seq, cfg: TrackingConfig, device) -> tuple[list, float]:
         p = cfg.association
-        params = AssociationParams(**{k: getattr(p, k) for k in AssociationParams.__dataclass_fields__ if hasattr(p, k)})
+        params = AssociationParams(**{k: getattr(p, k) for k in AssociationParams.__dataclass_fields__
+                                      if hasattr(p, k)})
         params.frame_rate = getattr(getattr(seq, "info", None), "frame_rate", p.frame_rate)
         tracker, outputs, t0 = Tracker(params), [], time.perf_counter()
         frames = seq.frames
@@ -197,23 +199,27 @@ class TrackingTask(TaskBase):
         tracks_dir, timing_dir = Path(workdir) / "tracks", Path(workdir) / "timing"
         tracks_dir.mkdir(parents=True, exist_ok=True)
         timing_dir.mkdir(parents=True, exist_ok=True)
-        fps, resumed = {}, []
+        fps, frames, resumed = {}, {}, []
         for index in range(len(data)):
             name = data.dirs[index].name if hasattr(data, "dirs") else data.names[index]
             out, timing = tracks_dir / f"{name}{self.result_ext}", timing_dir / f"{name}.json"
             if out.is_file() and timing.is_file():
-                fps[name] = json.loads(timing.read_text())["fps"]
+                record = json.loads(timing.read_text())
+                fps[name], frames[name] = record["fps"], record["frames"]
                 resumed.append(name)
                 continue
             seq = data[index]
             outputs, fps[name] = self.track_sequence(model, seq, cfg, device)
+            frames[name] = len(seq.frames)
             self.write(out, seq, outputs, cfg)
             atomic_write_text(timing, json.dumps({"fps": fps[name], "frames": len(seq.frames)}) + "\n")
             self.ctx.logger.info(f"{self.name} layer{cfg.model.layer}: sequence {index + 1}/{len(data)} {name} "
                                  f"({len(seq.frames)} frames, {fps[name]:.1f} frames/s)")
         scores = self.score(data, tracks_dir, cfg)
         metrics = {k: float(scores[k]) for k in self.metric_names}
-        extra = {"layer": cfg.model.layer, "frames_per_s": fps, "resumed_sequences": resumed,
+        seconds = sum(frames[n] / fps[n] for n in fps)  # overall frames/s: all frames over all tracking time
+        extra = {"layer": cfg.model.layer, "fps": sum(frames.values()) / max(seconds, 1e-9), "frames_per_s": fps,
+                 "resumed_sequences": resumed,
                  "detections": cfg.data.detections or "dataset's own (det/det.txt or given poses)",
                  **{k: v for k, v in scores.items() if k not in metrics}}
         return Result(dataset=cfg.data.name, metrics=metrics, primary="idf1", lower_is_better_metrics=["id_switches"],

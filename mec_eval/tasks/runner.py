@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mec_eval import dist, vocabulary
-from mec_eval.checkpoints import load_encoder
+from mec_eval.checkpoints import load_encoder, require_resnet
 from mec_eval.config import config_hash, to_dict
 from mec_eval.data import dataset_spec, require_kind
 from mec_eval.dist import resolve_device
@@ -104,6 +104,8 @@ def _plan(spec: TaskSpec, adapter_cls, cfg, ckpt: str, runs_root: str | Path, ar
     resolve_device(cfg.run.device)  # run.device=cuda without a GPU fails here, cached features or not
     if encoder is None:
         encoder = load_encoder(ckpt, arch=arch, layout=layout)  # both None: read from the file
+    if getattr(adapter_cls, "needs_resnet", False):  # before any data is generated or a folder is made
+        require_resnet(encoder, spec.name)
     cfg_dict = to_dict(cfg)
     ident = {"task": spec.name, "config": result_config(cfg_dict), "weights": encoder.sha256 or encoder.name}
     if arch or layout:  # the same file read another way is another run (unforced runs keep their folders)

@@ -62,6 +62,8 @@ def frame_tensor(frame, device: torch.device) -> torch.Tensor:
 class VideoTask(TaskBase):
     """Base of the SOT and VOS adapters: one run per UniTrack feature layer, resumable per sequence."""
 
+    needs_resnet = True  # UniTrack's stride-8 layer3 / layer4 features; the runner refuses a ViT up front
+
     @classmethod
     def expand(cls, cfg) -> list[list[str]]:
         super().expand(cfg)

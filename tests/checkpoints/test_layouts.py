@@ -158,7 +158,7 @@ def test_detectors_are_mutually_exclusive(student, teacher, tmp_path):
     export_detectron2(student, tmp_path / "d2.pkl")
     with open(tmp_path / "d2.pkl", "rb") as fh:
         objects["detectron2"] = pickle.load(fh)
-    assert set(objects) == set(LAYOUTS.names())
+    assert set(objects) == set(LAYOUTS.names()) - {"mae", "dino-vit", "timm-vit"}  # ViT: test_vit_layouts.py
     for expected, obj in objects.items():
         matches = [name for name in LAYOUTS.names() if LAYOUTS.get(name).detect(obj)]
         assert matches == [expected]

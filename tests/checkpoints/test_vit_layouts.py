@@ -1,7 +1,9 @@
-"""ViT checkpoints: MAE / U-MAE / M-MAE, DINO ViT, timm and canonical layouts load strictly and give the same features."""
+"""ViT checkpoints: MAE / U-MAE / M-MAE, DINO ViT, timm and canonical layouts load strictly, give the same features."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -153,3 +155,32 @@ def test_require_resnet():
     with pytest.raises(UserError, match="task 'sot' needs a ResNet backbone.*vit_tiny_p4") as err:
         require_resnet(load_encoder("random:vit_tiny_p4"), "sot")
     assert "\n" not in str(err.value)
+
+
+def test_vit_detectors_are_mutually_exclusive(mae_net):
+    """Each ViT layout object is detected by exactly one of all registered layouts (ResNet ones included)."""
+    from mec_eval.checkpoints import LAYOUTS
+
+    encoder = mae_net.backbone.state_dict()
+    objects = {
+        "mae": _mae_file(mae_net),
+        "dino-vit": {"teacher": {f"backbone.{k}": v for k, v in encoder.items()},
+                     "student": {f"backbone.{k}": v for k, v in encoder.items()}},
+        "timm-vit": {"state_dict": encoder, "epoch": 1},
+        "mec-eval": make_canonical("vit_tiny_p4", encoder),
+    }
+    for expected, obj in objects.items():
+        assert [name for name in LAYOUTS.names() if LAYOUTS.get(name).detect(obj)] == [expected]
+    assert [name for name in LAYOUTS.names() if LAYOUTS.get(name).detect(encoder)] == ["timm-vit"]
+
+
+@pytest.mark.parametrize("task", ["voc07-cpu-small", "sot-cpu-small", "mot-cpu-small"])
+def test_resnet_tasks_refuse_a_vit_at_once(tmp_path, task):
+    """Detection (R50-C4) and the UniTrack tasks refuse a ViT in one line, exit 2, before any data is made."""
+    out = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "mec_eval", "run", "--task", task, "--ckpt", "random:vit_tiny_p4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "Traceback" not in done.stderr
+    assert "needs a ResNet backbone" in done.stderr and "vit_tiny_p4" in done.stderr
+    assert not out.exists() or not any(out.rglob("*"))

@@ -14,7 +14,7 @@ from mec_eval.pretrain import mae_engine
 from mec_eval.pretrain.main import pretrain
 from mec_eval.utils import UserError
 
-TINY = ["optim.epochs=1", "optim.batch_size=32", "run.max_steps_per_epoch=2", "run.device=cpu",
+TINY = ["optim.epochs=1", "optim.batch_size=16", "run.max_steps_per_epoch=2", "run.device=cpu",
         "mae.decoder_dim=32", "mae.decoder_depth=1", "mae.decoder_heads=2", "run.log_every=1"]
 
 
@@ -35,6 +35,8 @@ def test_trains_and_saves_a_canonical_vit(tmp_path, loss, term):
     lines = [json.loads(line) for line in (tmp_path / loss / "log.jsonl").read_text().splitlines()]
     steps = [line for line in lines if line.get("event") == "iteration"]
     assert len(steps) == 2 and all("mae" in s for s in steps)
+    start = next(line for line in lines if line.get("event") == "start")
+    assert start["lr"] == pytest.approx(1.2e-3 * 16 / 256)  # MAE: lr = base_lr * batch / 256
     if term:
         assert all(term in s for s in steps)
         assert all(s["loss"] == pytest.approx(s["mae"] + s[term], rel=1e-4) for s in steps)
@@ -45,13 +47,13 @@ def test_collapse_logging_on_the_cls_tokens(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
     measured = [line for line in lines if line.get("event") == "diagnostics"]
     assert [m["iteration"] for m in measured] == [0, 1]
-    assert all(1.0 <= m["effective_rank"] <= 32 and m["batch"] == 32 for m in measured)
+    assert all(1.0 <= m["effective_rank"] <= 16 and m["batch"] == 16 for m in measured)
 
 
 @pytest.mark.slow
 def test_resume_after_a_crash_ends_identical(tmp_path, monkeypatch):
     """Killed in iteration 3 of 4 (last.pt saved at the end of epoch 1), the re-run ends bit-identical."""
-    settings = ["loss.name=mmae", "optim.epochs=2", "optim.batch_size=16"]
+    settings = ["loss.name=mmae", "optim.epochs=2"]
     straight = safe_torch_load(pretrain(tiny(*settings), tmp_path / "a", quiet=True))
 
     real_step = mae_engine.mae_step
@@ -81,15 +83,56 @@ def test_resume_after_a_crash_ends_identical(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_checkpoint_runs_in_knn(tmp_path, validate_result):
+def test_checkpoint_runs_in_the_vit_tasks(tmp_path, validate_result):
+    """A pre-trained ViT through `mec-eval run` (kNN) and the other feature tasks: linear-fast, the MAE
+    linear probe (LARS, BN without affine, blr 0.1 on batch 16384 capped at the training set), diagnostics."""
     from mec_eval.tasks.runner import run_task
 
-    last = pretrain(tiny(), tmp_path / "pre", quiet=True)
-    outcome = run_task("knn", str(last), tmp_path / "runs", ["data.name=digits", "run.device=cpu"], quiet=True)
-    result = outcome.result
-    validate_result(result)
-    assert result["checkpoint"]["arch"] == "vit_tiny_p4" and result["checkpoint"]["method"] == "mae"
-    assert 10.0 < result["metrics"]["top1"] <= 100.0
+    last = pretrain(tiny("loss.name=mmae"), tmp_path / "pre", quiet=True)
+    done = subprocess.run([sys.executable, "-m", "mec_eval", "run", "--task", "knn", "--ckpt", str(last), "--out",
+                           str(tmp_path / "runs"), "--quiet", "data.name=digits", "run.device=cpu"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    knn = json.loads(open(done.stdout.strip().splitlines()[-1]).read())
+    validate_result(knn)
+    assert (knn["checkpoint"]["arch"], knn["checkpoint"]["method"], knn["checkpoint"]["layout"]) == (
+        "vit_tiny_p4", "mmae", "mec-eval")
+    assert 10.0 < knn["metrics"]["top1"] <= 100.0  # 10 classes: a working CLS feature beats chance
+    runs = {task: run_task(task, str(last), tmp_path / "runs", ["data.name=digits", "run.device=cpu", *extra],
+                           quiet=True).result
+            for task, extra in (("linear-fast", []), ("linear-mae", ["optim.epochs=1"]),
+                                ("diagnostics", ["diag.n=200", "diag.n_views=64"]))}
+    for result in runs.values():
+        validate_result(result)
+        assert result["checkpoint"]["arch"] == "vit_tiny_p4"
+    assert runs["linear-fast"]["metrics"]["top1"] > 10.0
+    probe = runs["linear-mae"]
+    assert (probe["config"]["optim"]["name"], probe["scale"]["base_lr"]) == ("lars", 0.1)
+    assert probe["scale"]["lr"] == pytest.approx(0.1 * 1257 / 256)  # batch 16384 capped at the 1,257 images
+    assert 1.0 <= runs["diagnostics"]["metrics"]["effective_rank"] <= 192  # ViT-Tiny CLS width
+
+
+@pytest.mark.parametrize("name, loss, warmup", [("imagenet-mae-vitb-200ep", "mae", 40),
+                                                  ("imagenet-umae-vitb-200ep", "umae", 40),
+                                                  ("imagenet-mmae-vitb-200ep", "mmae", 20)])
+def test_imagenet_recipes_hold_the_papers_values(name, loss, warmup):
+    """The 200-epoch ViT-B recipes (MAE / U-MAE / M-MAE papers and scripts), every value line with its source."""
+    from mec_eval.config import find_named_yaml
+
+    cfg = load_pretrain_config(name)
+    m, o = cfg.mae, cfg.optim
+    assert (cfg.loss.name, cfg.model.arch, cfg.data.image_size, cfg.data.crop_min_scale) == (loss, "vit_base", 224, 0.2)
+    assert (m.mask_ratio, m.norm_pix_loss, m.decoder_dim, m.decoder_depth, m.decoder_heads) == (0.75, True, 512, 8, 16)
+    assert (o.name, tuple(o.betas), o.base_lr, o.lr_scaling, o.weight_decay) == ("adamw", (0.9, 0.95), 1.5e-4,
+                                                                                 "linear", 0.05)
+    assert (o.epochs, o.batch_size, o.warmup_epochs, o.schedule) == (200, 1024, warmup, "cosine")
+    if loss == "umae":
+        assert m.umae_weight == 0.01
+    if loss == "mmae":
+        assert (m.mmae_lambda, m.mmae_mu) == (0.01, 1.0)
+    values = [line for line in find_named_yaml("configs", name).read_text().splitlines()
+              if ":" in line and not line.lstrip().startswith("#") and line.split(":", 1)[1].split("#")[0].strip()]
+    assert values and all("#" in line for line in values), [line for line in values if "#" not in line]
 
 
 @pytest.mark.parametrize("extra, needle", [
