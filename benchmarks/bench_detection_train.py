@@ -63,8 +63,8 @@ def build_pair(width_per_group: int, classes: int, model_cfg: DetectionModelConf
     from mec_eval.tasks.detectron2_backend import build_d2_config, register_extra_norm_heads
 
     register_extra_norm_heads()
-    d2cfg = build_d2_config(DetectionConfig(protocol="benchmark", model=model_cfg), classes, "", "/nonexistent", ("unused",),
-                            ("unused",)).clone()
+    d2cfg = build_d2_config(DetectionConfig(protocol="benchmark", model=model_cfg), classes, "", "/nonexistent",
+                            ("unused",), ("unused",)).clone()
     d2cfg.defrost()
     d2cfg.MODEL.RESNETS.WIDTH_PER_GROUP = width_per_group
     d2cfg.MODEL.DEVICE = "cpu"
@@ -118,7 +118,8 @@ def main() -> None:
     images, targets = batch_of(args.images, args.size, args.classes, seed=0)
     print(f"cpu_capability {torch.backends.cpu.get_cpu_capability()}  threads {torch.get_num_threads()}  "
           f"R50-C4 width_per_group {args.width_per_group}  images {args.images} x {args.size}x{args.size * 4 // 3}  "
-          f"rois/image {args.rois}  proposals {args.proposals}  steps {args.steps}  detectron2 {'yes' if d2 is not None else 'not installed'}")
+          f"rois/image {args.rois}  proposals {args.proposals}  steps {args.steps}  "
+          f"detectron2 {'yes' if d2 is not None else 'not installed'}")
     sides = [("engine", engine, (images, targets))]
     if d2 is not None:
         sides.append(("detectron2", d2, d2_inputs(images, targets)))

@@ -4,7 +4,7 @@ Pre-trains MEC and a baseline (BYOL, the same network with the order-1 cosine lo
 embedded real handwritten digits, evaluates them and a random initialisation with kNN, the fast
 linear probe, semi-supervised fine-tuning on 10 % of the labels and the ssl-transfer linear
 protocol, runs the five UniTrack video tasks on the synthetic shapes videos (their CPU variants,
-labelled ``shapes (synthetic video)`` in the report: not the paper's OTB / DAVIS / MOT data), and
+labelled "synthetic cpu-small, shapes-video" in the report: not the paper's OTB / DAVIS / MOT data), and
 writes the report (HTML with the image and video radar charts, PDF, CSV, Markdown) with the MEC
 paper's published rows beside it. Re-running resumes and skips finished work.
 """

@@ -54,21 +54,25 @@ class AxisSpec:
 
 
 # How an axis label names a fallback task (LIN measured with the fast probe, SEMI with 10 % labels, ...).
-TASK_TAGS = {"linear-fast": "fast", "semi-10pct": "10%", "voc07": "VOC07"}
+TASK_TAGS = {"linear-fast": "fast", "linear-grid": "grid", "semi-10pct": "10%", "voc07": "VOC07",
+             **{f"{task}-cpu-small": "synthetic cpu-small"
+                for task in ("voc07", "coco", "sot", "vos", "mot", "mots", "posetrack")}}
 
 IMAGE_AXES = (
-    AxisSpec("LIN", ("linear", "linear-fast"), "top1"),
+    AxisSpec("LIN", ("linear", "linear-grid", "linear-fast"), "top1"),
     AxisSpec("SEMI", ("semi-1pct", "semi-10pct"), "top1"),
-    AxisSpec("VOC", ("voc0712", "voc07"), "AP"),
-    AxisSpec("COCO", ("coco",), "bbox_AP"),
-    AxisSpec("SEG", ("coco",), "segm_AP"),
+    AxisSpec("VOC", ("voc0712", "voc07", "voc07-cpu-small"), "AP"),
+    AxisSpec("COCO", ("coco", "coco-cpu-small"), "bbox_AP"),
+    AxisSpec("SEG", ("coco", "coco-cpu-small"), "segm_AP"),
 )
+# The labelled CPU variants on synthetic data come last: an axis uses them only when no faithful run has
+# results, and the label then names the variant and the synthetic dataset ("SOT (synthetic cpu-small, shapes-video)").
 VIDEO_AXES = (
-    AxisSpec("SOT", ("sot",), "auc_xcorr"),
-    AxisSpec("VOS", ("vos",), "j_mean"),
-    AxisSpec("MOT", ("mot",), "idf1"),
-    AxisSpec("MOTS", ("mots",), "idf1"),
-    AxisSpec("PoseTrack", ("posetrack",), "idf1"),
+    AxisSpec("SOT", ("sot", "sot-cpu-small"), "auc_xcorr"),
+    AxisSpec("VOS", ("vos", "vos-cpu-small"), "j_mean"),
+    AxisSpec("MOT", ("mot", "mot-cpu-small"), "idf1"),
+    AxisSpec("MOTS", ("mots", "mots-cpu-small"), "idf1"),
+    AxisSpec("PoseTrack", ("posetrack", "posetrack-cpu-small"), "idf1"),
 )
 SUPPLEMENTARY_AXES = (
     AxisSpec("kNN", ("knn",), "top1", supplementary=True),
