@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mec_eval.data.otb import LazyFrames, reuse_or_create
+from mec_eval.data.frames import LazyFrames
+from mec_eval.data.otb import reuse_or_create
 from mec_eval.data.shapes_video import make_videos
 from mec_eval.utils import UserError
 

@@ -11,13 +11,12 @@ score of 1 is assumed, as the given masks carry none).
 from __future__ import annotations
 
 import configparser
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from mec_eval.data.frames import LazyFrames
 from mec_eval.utils import UserError
 
 MOT_LAYOUT = ("ROOT/train/<seq>/ (or ROOT/<seq>/) with img1/000001.jpg ..., seqinfo.ini, gt/gt.txt and "
@@ -126,28 +125,6 @@ def read_seqinfo(seq_dir: Path) -> SeqInfo:
     return info
 
 
-class LazyFrames(Sequence):
-    """The frames of a sequence, opened as PIL RGB images on access (a sequence does not fit in memory)."""
-
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except FileNotFoundError:
-            raise UserError(f"{path} is missing (seqinfo.ini seqLength promises it)") from None
-        except OSError as err:
-            raise UserError(f"{path}: not a readable image ({err})") from None
-
-
 @dataclass
 class VideoSequence:
     """A video item (:data:`mec_eval.data.ITEM_CONTRACTS` "video"): name, lazy frames, per-frame annotations.
@@ -179,7 +156,8 @@ def sequence_dirs(root, layout: str, names: list[str] | None = None) -> list[Pat
 
 
 def _frames(seq_dir: Path, info: SeqInfo) -> LazyFrames:
-    return LazyFrames([seq_dir / info.im_dir / f"{t:06d}{info.im_ext}" for t in range(1, info.length + 1)])
+    return LazyFrames([seq_dir / info.im_dir / f"{t:06d}{info.im_ext}" for t in range(1, info.length + 1)],
+                      missing_hint="seqinfo.ini seqLength promises it")
 
 
 def _det_file(seq_dir: Path, detections) -> Path:

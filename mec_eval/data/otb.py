@@ -17,13 +17,13 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mec_eval.data.frames import LazyFrames
 from mec_eval.data.shapes_video import SyntheticVideo, make_videos
 from mec_eval.utils import UserError, atomic_write_text
 
@@ -61,27 +61,6 @@ def read_rects(path: str | Path) -> np.ndarray:
     if not rows:
         raise UserError(f"rectangle file {path} holds no boxes")
     return np.asarray(rows, dtype=np.float64)
-
-
-class LazyFrames(Sequence):
-    """Frames read from image files on access (PIL RGB), so a long sequence is never held in memory."""
-
-    def __init__(self, paths: list[Path]):
-        self.paths = list(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError) as err:
-            raise UserError(f"frame {path} cannot be read ({type(err).__name__}); the file is corrupt or "
-                            "truncated") from None
 
 
 @dataclass(frozen=True)

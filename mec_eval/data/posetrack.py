@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mec_eval.data.mot import LazyFrames
+from mec_eval.data.frames import LazyFrames
 from mec_eval.utils import UserError
 
 NUM_JOINTS = 17
