@@ -17,7 +17,7 @@ from mec_eval.config import load_pretrain_config
 from mec_eval.log import JsonLogger
 from mec_eval.pretrain.main import pretrain
 from mec_eval.report import build_report
-from mec_eval.tasks import run_task
+from mec_eval.tasks import expand_task, run_task
 
 METHODS = ("mec", "byol")
 # Enough image tasks for a radar chart (>= 3 axes). The paper's LARS probe (`linear`) is left out:
@@ -52,8 +52,9 @@ def demo(out: str | Path = "demo_out", quick: bool = False, quiet: bool = False)
         for dataset in EVAL_DATA:
             for task in EVAL_TASKS:
                 run_task(task, ckpt, runs, [f"data.name={dataset}"], quiet=quiet)
-        for task in VIDEO_TASKS:
-            run_task(task, ckpt, runs, VIDEO_OVERRIDES[mode].get(task, []), quiet=quiet)
+        for task in VIDEO_TASKS:  # model.layer=0 (full) is two runs, layer 3 and layer 4, as `mec-eval run` makes
+            for overrides in expand_task(task, VIDEO_OVERRIDES[mode].get(task, [])):
+                run_task(task, ckpt, runs, overrides, quiet=quiet)
     report = build_report([runs], out / "report.html", pdf=True, with_published=True, csv_dir=out / "report_csv",
                           markdown=out / "report.md", title=f"mec-eval demo ({mode})").html
     logger.log(event="demo_done", mode=mode, seconds=round(time.perf_counter() - t0, 1), report=str(report))

@@ -54,3 +54,18 @@ def test_demo_report_has_the_image_and_video_radars_of_its_checkpoints(tmp_path,
     assert {row["checkpoint"] for row in video} == names and all(row["rank"] for row in video)
     assert all(1 <= int(row["rank"]) <= 3 for row in ranks if row["rank"])
     assert "LIN (fast, digits)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("mode, layers", [("full", {"model.layer=3", "model.layer=4"}), ("quick", {"model.layer=3"})])
+def test_demo_runs_every_video_task_per_layer_as_mec_eval_run_does(tmp_path, monkeypatch, mode, layers):
+    calls = []
+    monkeypatch.setattr(demo_module, "pretrain", lambda cfg, out, quiet: "random:resnet18")
+    monkeypatch.setattr(demo_module, "run_task", lambda task, ckpt, runs, overrides, **kw: calls.append(
+        (task, ckpt, tuple(overrides))))
+    monkeypatch.setattr(demo_module, "build_report", lambda *a, **kw: type("Built", (), {"html": tmp_path / "r"}))
+    demo_module.demo(tmp_path / "demo", quick=mode == "quick", quiet=True)
+    for task in demo_module.VIDEO_TASKS:
+        runs = [overrides for name, _, overrides in calls if name == task]
+        assert len(runs) == 3 * len(layers)  # random + the two pre-trained checkpoints, each layer once
+        assert {o for run in runs for o in run if o.startswith("model.layer=")} == layers
+        assert all(sum(o.startswith("model.layer=") for o in run) == 1 for run in runs)
