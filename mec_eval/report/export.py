@@ -81,5 +81,7 @@ def render_markdown(report: Report) -> str:
     parts += ["## Results", ""] + [table_markdown(t) for t in report.tables]
     if report.diagnostics is not None:
         parts += ["## Representation diagnostics", "", table_markdown(report.diagnostics)]
+        if report.diagnostics_correlation is not None:
+            parts.append(table_markdown(report.diagnostics_correlation))
     parts += ["## Checkpoints", "", table_markdown(report.provenance)]
     return "\n".join(parts)

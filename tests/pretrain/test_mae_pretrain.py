@@ -180,12 +180,38 @@ def test_weight_decay_groups_follow_mae():
 
 
 @pytest.mark.slow
-def test_vit_fine_tunes_in_semi(tmp_path, validate_result):
-    """semi fine-tunes the whole ViT (CLS feature + linear head) like a ResNet."""
+@pytest.mark.parametrize("task, module, extra", [
+    ("semi-10pct", "mec_eval.tasks.semi", ["optim.epochs=1"]),
+    ("transfer-finetune-fast", "mec_eval.tasks.transfer_finetune",
+     ["optim.steps=3", "optim.batch_size=16", "grid.lrs=[0.01]", "grid.wd_times_lr=[0.0]"]),
+])
+def test_vit_fine_tunes_end_to_end(task, module, extra, tmp_path, monkeypatch, validate_result):
+    """semi and transfer fine-tune the whole ViT (CLS feature of width 192 + a linear head), like a ResNet:
+    every encoder weight that gets a gradient moves, and the head reads the CLS width."""
+    import importlib
+
     from mec_eval.tasks.runner import run_task
 
-    outcome = run_task("semi-10pct", "random:vit_tiny_p4", tmp_path / "runs",
-                       ["data.name=digits", "optim.epochs=1", "run.device=cpu"], quiet=True)
+    target = importlib.import_module(module)
+    trained = []
+    real = target.fit_then_predict
+
+    def spy(model, groups, *args, **kwargs):
+        before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+        out = real(model, groups, *args, **kwargs)
+        trained.append((model, before, [p for g in groups for p in g["params"]]))
+        return out
+
+    monkeypatch.setattr(target, "fit_then_predict", spy)
+    outcome = run_task(task, "random:vit_tiny_p4", tmp_path / "runs", ["data.name=digits", "run.device=cpu", *extra],
+                       quiet=True)
     validate_result(outcome.result)
     assert outcome.result["checkpoint"]["arch"] == "vit_tiny_p4"
-    assert 0.0 <= outcome.result["metrics"]["top1"] <= 100.0
+    assert trained
+    for model, before, optimised in trained:
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert (head.in_features, head.out_features) == (192, 10)
+        ids = {id(p) for p in optimised}
+        assert all(id(p) in ids for p in model.backbone.parameters() if p.requires_grad)
+        moved = [n for n, p in model.backbone.named_parameters() if not torch.equal(p.detach(), before[n])]
+        assert "patch_embed.proj.weight" in moved and "blocks.0.attn.qkv.weight" in moved and "cls_token" in moved

@@ -10,6 +10,7 @@ from mec_eval.report import build_report
 from mec_eval.report.collect import aggregate, select_cells
 from mec_eval.report.diagnostics import correlation_table, spearman_frame
 from mec_eval.report.document import build_document
+from mec_eval.report.export import render_markdown
 from mec_eval.report.html import render_html
 
 ERANK = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
@@ -74,6 +75,10 @@ def test_the_section_is_absent_without_diagnostics_rows(long_of):
     assert "Spearman" not in render_html(report) and "Representation diagnostics" not in render_html(report)
     with_diag = build_document(_long(long_of), "t")
     assert "Spearman rank correlation" in render_html(with_diag)
+    assert "Spearman" not in render_markdown(report)
+    md = render_markdown(with_diag)  # the Markdown export carries the same section and correlation table
+    section = md[md.index("## Representation diagnostics"):md.index("## Checkpoints")]
+    assert "Spearman rank correlation" in section and "+0.94 (n=6)" in section and "-1.00 (n=6)" in section
 
 
 def test_hostile_checkpoint_names_are_escaped(tmp_path, write_run):
