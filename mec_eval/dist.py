@@ -181,11 +181,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 (AVX512-BF16 / AMX), where bf16 autocast pays off."""
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 (AVX512-BF16 or AMX-BF16), where bf16 autocast pays off.
+
+    Plain AVX512 (e.g. Skylake) and AVX2 CPUs emulate bf16, about 100x slower than fp32, so torch's
+    capability string ("AVX512") is not enough: the kernel's flag list decides where it can be read.
+    """
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is not None:
+        return "avx512_bf16" in flags or "amx_bf16" in flags
     check = getattr(torch.backends.cpu, "get_cpu_capability", None)
-    capability = check() if check else ""
-    return "AVX512" in capability or "AMX" in capability
+    return "AMX" in (check() if check else "")  # no flag list (not Linux): only AMX is known to carry bf16
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -125,3 +125,26 @@ def test_two_process_pretraining_steps_match_one_process(runs):
     start = _without_batchnorm(pretrain_main.build_network(cfg, build_objective(cfg.loss))).backbone.state_dict()
     moved = max((one["backbone"][k] - v).abs().max().item() for k, v in start.items())
     assert moved > 1e-3  # the steps moved the weights 100x more than the tolerance
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu avx2 fma", False),                                  # AVX2 only (EPYC Rome): bf16 emulated
+    ("fpu avx2 avx512f avx512bw avx512vl", False),            # AVX512 without bf16 (Skylake)
+    ("fpu avx2 avx512f avx512_bf16", True),                   # Cooper Lake / Zen 4
+    ("fpu avx2 avx512f amx_bf16 amx_tile", True),             # Sapphire Rapids
+])
+def test_precision_auto_takes_bf16_only_with_native_support(tmp_path, flags, native):
+    from mec_eval.dist import cpu_has_bf16, resolve_precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16(str(info)) is native
+    assert resolve_precision("fp32", torch.device("cpu")) is None
+    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_precision_auto_matches_this_machine():
+    from mec_eval.dist import cpu_has_bf16, resolve_precision
+
+    expected = torch.bfloat16 if cpu_has_bf16() else None
+    assert resolve_precision("auto", torch.device("cpu")) is expected
