@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import statistics
 import time
 
 import torch
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from mec_eval.dist import cpu_has_bf16
 from mec_eval.models.rcnn_c4 import RCNNC4, RpnSettings, to_detectron2_names
 from mec_eval.models.rcnn_heads import RoiSettings
 from mec_eval.tasks.detection_configs import DetectionConfig, DetectionModelConfig
@@ -35,9 +37,12 @@ ANCHORS, RATIOS = [32.0, 64.0, 128.0, 256.0, 512.0], [0.5, 1.0, 2.0]  # detectro
 
 
 def batch_of(n: int, side: int, classes: int, seed: int) -> tuple[list[torch.Tensor], list[dict]]:
-    """``n`` 8-bit-valued images (side x 4/3 side) with three boxes each, labels 1..K."""
+    """``n`` 8-bit-valued images (side x ~4/3 side, both multiples of 32) with three boxes each, labels 1..K.
+
+    Multiples of 32 so both detectors see the same pixels: the engine pads to 32 (the issue's rule),
+    detectron2's C4 backbone has size_divisibility 0 and would otherwise run on fewer pixels."""
     g = torch.Generator().manual_seed(seed)
-    height, width = side, side * 4 // 3
+    height, width = side // 32 * 32, side * 4 // 3 // 32 * 32
     images, targets = [], []
     for _ in range(n):
         images.append((torch.rand(3, height, width, generator=g) * 255).round() / 255)
@@ -108,7 +113,12 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=20)
     p.add_argument("--rois", type=int, default=512, help="ROIs sampled per image (protocol 512; res5 runs on each)")
     p.add_argument("--proposals", type=int, default=2000, help="RPN post-NMS top-k in training (protocol 2000)")
+    p.add_argument("--roialign-baseline", action="store_true",
+                   help="also time the engine with torchvision's own RoIAlign backward (before models/roi_align_cpu.py)")
     p.add_argument("--smoke", action="store_true", help="narrow R50, 96 px, one image, 1 step (CI)")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="the bf16+channels_last pass: auto runs it only where the CPU has native bf16 "
+                        "(it is emulated, ~100x slower, on AVX2 and plain AVX512 CPUs)")
     args = p.parse_args()
     if args.smoke:
         args.steps, args.size, args.images, args.width_per_group, args.rois, args.proposals = 1, 96, 1, 16, 16, 64
@@ -116,14 +126,24 @@ def main() -> None:
                                      roi_batch_per_image=args.rois, rpn_post_nms_train=args.proposals)
     engine, d2 = build_pair(args.width_per_group, args.classes, model_cfg)
     images, targets = batch_of(args.images, args.size, args.classes, seed=0)
-    print(f"cpu_capability {torch.backends.cpu.get_cpu_capability()}  threads {torch.get_num_threads()}  "
-          f"R50-C4 width_per_group {args.width_per_group}  images {args.images} x {args.size}x{args.size * 4 // 3}  "
+    print(f"cpu_capability {torch.backends.cpu.get_cpu_capability()}  native bf16 {cpu_has_bf16()}  threads {torch.get_num_threads()}  "
+          f"R50-C4 width_per_group {args.width_per_group}  images {args.images} x {tuple(images[0].shape[1:])}  "
           f"rois/image {args.rois}  proposals {args.proposals}  steps {args.steps}  "
           f"detectron2 {'yes' if d2 is not None else 'not installed'}")
     sides = [("engine", engine, (images, targets))]
+    if args.roialign_baseline:  # same weights, torchvision's serial CPU backward in the C4 head's pooler
+        from torchvision.ops import RoIAlign
+        baseline = copy.deepcopy(engine)
+        baseline.roi_heads.pooler = RoIAlign(engine.roi_heads.pooler.output_size, engine.roi_heads.pooler.spatial_scale,
+                                             sampling_ratio=0, aligned=True)
+        sides.append(("engine-torchvision-roialign", baseline, (images, targets)))
     if d2 is not None:
         sides.append(("detectron2", d2, d2_inputs(images, targets)))
-    for fast in (False, True):
+    native = cpu_has_bf16()
+    modes = [False] + ([True] if args.bf16 == "on" or (args.bf16 == "auto" and native) else [])
+    if True not in modes:
+        print(f"[bf16+channels_last] skipped: {'--bf16 off' if args.bf16 == 'off' else 'no native bf16 on this CPU'}")
+    for fast in modes:
         memory = torch.channels_last if fast else torch.contiguous_format
         for _, model, inputs in sides:
             model.to(memory_format=memory)
@@ -135,6 +155,8 @@ def main() -> None:
         medians = {name: statistics.median(v) for name, v in times.items()}
         mode = "bf16+channels_last" if fast else "fp32"
         line = "  ".join(f"{name} {seconds:.3f} s/step" for name, seconds in medians.items())
+        if args.roialign_baseline:
+            line += f"  ratio torchvision-roialign/engine {medians['engine-torchvision-roialign'] / medians['engine']:.3f}"
         if d2 is not None:
             line += f"  ratio detectron2/engine {medians['detectron2'] / medians['engine']:.3f} (target >= 1.0)"
         print(f"[{mode}] {line}", flush=True)

@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import (
-    RoIAlign,
     batched_nms,
     box_iou,
     clip_boxes_to_image,
     roi_align,
 )
+
+from mec_eval.models.roi_align_cpu import RoIAlignCPU
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class Res5ROIHeads(nn.Module):
         self.settings, self.labels = settings, labels
         res5.add_module("norm", nn.BatchNorm2d(res5_channels))  # MoCo Res5ROIHeadsExtraNorm (RESNETS.NORM)
         self.res5 = res5
-        self.pooler = RoIAlign(settings.pooler_resolution, spatial_scale, sampling_ratio=0, aligned=True)
+        # torchvision's ROIAlign; on CPU its backward runs as matrix products (models/roi_align_cpu.py)
+        self.pooler = RoIAlignCPU(settings.pooler_resolution, spatial_scale, sampling_ratio=0, aligned=True)
         self.box_predictor = BoxPredictor(res5_channels, labels.num_classes)
         self.mask_head = mask_head
         self.box_coder = det_utils.BoxCoder(settings.box_weights)
