@@ -132,7 +132,9 @@ class TrackingTask(TaskBase):
         width, height = cfg.data.image_size[:2]
         return shapes_tracking.VideoSpec(n_videos=cfg.data.synthetic_videos, n_frames=cfg.data.synthetic_frames,
                                          size=(height, width), n_objects=cfg.data.synthetic_objects,
-                                         seed=cfg.run.seed, crossing_miss=cfg.data.synthetic_crossing_miss)
+                                         seed=cfg.run.seed, crossing_miss=cfg.data.synthetic_crossing_miss,
+                                         palette=cfg.data.synthetic_palette,
+                                         distractors=cfg.data.synthetic_distractors)
 
     def sequences(self, cfg: TrackingConfig):
         if cfg.data.name == "shapes-video":

@@ -25,6 +25,10 @@ class TrackingDataConfig:
     synthetic_frames: int = checked(24, ge=2, le=1000)  # shapes-video: frames per video
     synthetic_objects: int = checked(3, ge=1, le=6)     # shapes-video: objects per video (distinct kinds)
     synthetic_crossing_miss: float = checked(0.0, ge=0, le=1)  # shapes-video: miss rate of overlapping objects
+    # shapes-video nuisances (mec_eval.data.shapes_video.make_video): "shared" draws every object and distractor
+    # in one near-identical colour, so colour never tells the objects apart; moving clutter behind them
+    synthetic_palette: str = checked("distinct", choices=("distinct", "shared"))
+    synthetic_distractors: int = checked(0, ge=0, le=16)  # shapes_video.MAX_DISTRACTORS
 
 
 @dataclass

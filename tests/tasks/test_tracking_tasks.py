@@ -42,7 +42,9 @@ def test_run_both_layers_and_resume(tmp_path, validate_result, task, capsys):
 
 
 @pytest.mark.parametrize("override", ["model.layer=5", "association.match_thresh=-1", "data.synthetic_objects=99",
-                                      "data.synthetic_crossing_miss=2", "association.roi_size=[0,10]"])
+                                      "data.synthetic_crossing_miss=2", "association.roi_size=[0,10]",
+                                      "data.synthetic_palette=$\\alpha$", "data.synthetic_distractors=17",
+                                      "data.synthetic_distractors=two"])
 def test_bad_override_exits_2_with_one_line(tmp_path, capsys, override):
     code = main(["run", "--quiet", "--task", "mot-cpu-small", "--ckpt", "random:resnet_tiny", "--out", str(tmp_path),
                  *TINY, override])
@@ -68,3 +70,30 @@ def test_synthetic_spec_changes_the_cache_folder(tmp_path):
     assert len(folders) == 2
     lengths = {json.loads((f / ".complete").read_text())["n_frames"] for f in folders}
     assert lengths == {4, 5}
+
+
+def test_synthetic_nuisances_reach_the_written_videos(tmp_path):
+    """``synthetic_palette`` / ``synthetic_distractors`` are the videos' own: the frames of the hard set differ
+    from the default set's only where the colours and the clutter do, the annotations are the same."""
+    from mec_eval.data.shapes_video import make_videos
+
+    common = ["data.synthetic_videos=1", "data.synthetic_frames=3", "data.image_size=[64,48]", "model.layer=3"]
+    for extra in (["data.synthetic_palette=distinct", "data.synthetic_distractors=0"],
+                  ["data.synthetic_palette=shared", "data.synthetic_distractors=4"]):
+        assert main(["run", "--quiet", "--task", "mot-cpu-small", "--ckpt", "random:resnet_tiny", "--out",
+                     str(tmp_path), *common, *extra]) == 0
+    folders = sorted((tmp_path / ".cache" / "shapes-video").iterdir())
+    specs = {json.loads((f / ".complete").read_text())["palette"]: f for f in folders}
+    assert set(specs) == {"distinct", "shared"}
+    hard = json.loads((specs["shared"] / ".complete").read_text())
+    assert hard["distractors"] == 4
+    expected = make_videos(1, 0, n_frames=3, size=(48, 64), n_objects=3, palette="shared", distractors=4)[0]
+    import numpy as np
+    from PIL import Image
+    seq = next((specs["shared"] / "train").iterdir())
+    first = np.asarray(Image.open(seq / "img1" / "000001.jpg"), dtype=float)
+    default = make_videos(1, 0, n_frames=3, size=(48, 64), n_objects=3)[0]
+    error_hard, error_default = (np.abs(first - v.frames[0]).mean() for v in (expected, default))
+    assert error_hard < 8 and error_default > 3 * error_hard  # JPEG (quality 95) of the hard frame, not the default
+    plain = next((specs["distinct"] / "train").iterdir())
+    assert (seq / "gt" / "gt.txt").read_text() == (plain / "gt" / "gt.txt").read_text()
