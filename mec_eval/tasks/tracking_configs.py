@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mec_eval.config import EvalRunConfig, Rule, checked
+from mec_eval.tasks.video_configs import SHAPES_MAX_DISTRACTORS, SHAPES_PALETTES
 
 
 @dataclass
@@ -27,8 +28,8 @@ class TrackingDataConfig:
     synthetic_crossing_miss: float = checked(0.0, ge=0, le=1)  # shapes-video: miss rate of overlapping objects
     # shapes-video nuisances (mec_eval.data.shapes_video.make_video): "shared" draws every object and distractor
     # in one near-identical colour, so colour never tells the objects apart; moving clutter behind them
-    synthetic_palette: str = checked("distinct", choices=("distinct", "shared"))
-    synthetic_distractors: int = checked(0, ge=0, le=16)  # shapes_video.MAX_DISTRACTORS
+    synthetic_palette: str = checked("distinct", choices=SHAPES_PALETTES)
+    synthetic_distractors: int = checked(0, ge=0, le=SHAPES_MAX_DISTRACTORS)
 
 
 @dataclass

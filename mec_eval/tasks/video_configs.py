@@ -11,6 +11,12 @@ from mec_eval.config import EvalRunConfig, Rule, checked
 from mec_eval.utils import UserError
 
 
+# shapes-video nuisance ranges of mec_eval.data.shapes_video (PALETTES, MAX_DISTRACTORS), repeated here because
+# that module imports torch and config errors answer without it; the MOT-family configs read them from here too.
+SHAPES_PALETTES = ("distinct", "shared")
+SHAPES_MAX_DISTRACTORS = 16
+
+
 @dataclass
 class ShapesVideoParams:
     """The synthetic ``shapes-video`` set: make_videos(videos, seed, n_frames, (height, width), objects, palette=,
@@ -21,8 +27,8 @@ class ShapesVideoParams:
     width: int = checked(128, ge=32, le=1024)
     objects: int = checked(3, ge=1, le=10)
     seed: int = checked(0, ge=0, le=2 ** 31 - 1)
-    palette: str = checked("distinct", choices=("distinct", "shared"))  # shared: one colour for every object
-    distractors: int = checked(0, ge=0, le=16)           # moving clutter blobs / lines behind the objects
+    palette: str = checked("distinct", choices=SHAPES_PALETTES)  # shared: one colour for every object
+    distractors: int = checked(0, ge=0, le=SHAPES_MAX_DISTRACTORS)  # moving clutter blobs / lines behind the objects
     lighting: float = checked(0.0, ge=0, le=0.5)         # amplitude of the per-frame brightness / contrast drift
 
     def arguments(self) -> dict:

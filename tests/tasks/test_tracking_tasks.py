@@ -1,7 +1,9 @@
 """End to end: `mec-eval run --task mot|mots|posetrack-cpu-small` through the CLI, both layers, resume, bad input."""
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mec_eval.cli import main
 
@@ -88,8 +90,6 @@ def test_synthetic_nuisances_reach_the_written_videos(tmp_path):
     hard = json.loads((specs["shared"] / ".complete").read_text())
     assert hard["distractors"] == 4
     expected = make_videos(1, 0, n_frames=3, size=(48, 64), n_objects=3, palette="shared", distractors=4)[0]
-    import numpy as np
-    from PIL import Image
     seq = next((specs["shared"] / "train").iterdir())
     first = np.asarray(Image.open(seq / "img1" / "000001.jpg"), dtype=float)
     default = make_videos(1, 0, n_frames=3, size=(48, 64), n_objects=3)[0]
@@ -97,3 +97,10 @@ def test_synthetic_nuisances_reach_the_written_videos(tmp_path):
     assert error_hard < 8 and error_default > 3 * error_hard  # JPEG (quality 95) of the hard frame, not the default
     plain = next((specs["distinct"] / "train").iterdir())
     assert (seq / "gt" / "gt.txt").read_text() == (plain / "gt" / "gt.txt").read_text()
+
+
+def test_config_ranges_match_the_generator():
+    """The torch-free config copies of the shapes-video nuisance ranges are the generator's own."""
+    from mec_eval.data import shapes_video
+    from mec_eval.tasks.video_configs import SHAPES_MAX_DISTRACTORS, SHAPES_PALETTES
+    assert (SHAPES_PALETTES, SHAPES_MAX_DISTRACTORS) == (shapes_video.PALETTES, shapes_video.MAX_DISTRACTORS)
