@@ -6,6 +6,7 @@ segm AP for COCO), the wall and process CPU time (all threads) of each run, the 
 log.jsonl) and the CPU threads used. Cores shared with other work make the times upper bounds.
 
     python benchmarks/bench_detection_pretrain.py --ckpt /work/ckpts/shapes-mec/last.pt
+    python benchmarks/bench_detection_pretrain.py --ckpt SUP.pt   # from benchmarks/supervised_reference.py
     python benchmarks/bench_detection_pretrain.py --ckpt CKPT --quick       # 10 iterations, 16 test images
 """
 from __future__ import annotations
