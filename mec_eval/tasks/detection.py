@@ -126,14 +126,20 @@ def load_split(cfg: DetectionConfig, which: str, transform) -> Dataset:
 
 
 def build_detector(encoder, num_classes: int, cfg: DetectionConfig) -> RCNNC4:
-    """The detector on ``encoder``'s ResNet; a backbone without ResNet stages is a UserError."""
+    """The detector on ``encoder``'s ResNet; a backbone without ResNet stages is a UserError.
+
+    The new heads (RPN, box predictor, mask head) are initialised under ``torch.manual_seed(run.seed)`` in a
+    forked RNG: the same config gives the same detector in every process, each trial its own, and the
+    caller's RNG does not move."""
     m = cfg.model
     rpn = RpnSettings(tuple(m.anchor_sizes), tuple(m.aspect_ratios), batch_size_per_image=m.rpn_batch_per_image,
                       pre_nms_topk_train=m.rpn_pre_nms_train, pre_nms_topk_test=m.rpn_pre_nms_test,
                       post_nms_topk_train=m.rpn_post_nms_train, post_nms_topk_test=m.rpn_post_nms_test)
     try:
-        return RCNNC4(encoder.backbone, num_classes, m.mask_on, rpn, RoiSettings(batch_size_per_image=m.roi_batch_per_image),
-                      m.mask_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.run.seed)
+            return RCNNC4(encoder.backbone, num_classes, m.mask_on, rpn,
+                          RoiSettings(batch_size_per_image=m.roi_batch_per_image), m.mask_dim)
     except ValueError as err:
         raise UserError(f"the detection tasks build the R50-C4 detector on a ResNet (layer1..layer4, res4 at stride "
                         f"16); checkpoint {encoder.name} is a {encoder.arch}: {err}") from None

@@ -137,6 +137,24 @@ def test_trials_expand_to_seeds(tmp_path):
     assert detection.DetectionTask.expand(_cfg("voc07-cpu-small", tmp_path)) == [[]]
 
 
+def test_detector_initialisation_depends_on_run_seed_only_and_leaves_the_global_rng_alone():
+    encoder = load_encoder("random:resnet_tiny")
+    cfg, other = _cfg("voc07-cpu-small", Path("unused")), _cfg("voc07-cpu-small", Path("unused"), ["run.seed=1"])
+    torch.manual_seed(123)
+    first = detection.build_detector(encoder, 5, cfg).state_dict()
+    after_first = torch.rand(3)
+    torch.manual_seed(999)  # another global RNG state, as another process or an earlier draw would leave it
+    second = detection.build_detector(encoder, 5, cfg).state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after_first)  # building drew nothing from the caller's RNG
+    third = detection.build_detector(encoder, 5, other).state_dict()
+    head = "roi_heads.box_predictor.cls_score.weight"
+    assert head in first and not torch.equal(first[head], third[head])  # each trial seed: its own heads
+    backbone = "backbone.layer1.0.conv1.weight"
+    assert backbone in first and torch.equal(first[backbone], third[backbone])  # the checkpoint's weights
+
+
 def test_syncbn_converts_every_norm_of_the_detector_on_gpus():
     from mec_eval.training.distributed import maybe_sync_batchnorm
 
