@@ -15,32 +15,35 @@ epoch (chance is 10 %; 40 epochs reach about 26 %, because the set is cluttered 
 """
 from __future__ import annotations
 
-import argparse
-import math
 import platform
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mec_eval.checkpoints.canonical import make_canonical, save_canonical
-from mec_eval.data.shapes import KINDS, ShapesDataset
-from mec_eval.models.backbones import BACKBONES
+from mec_eval.checkpoints.encoder import check_output_file
+from mec_eval.cli import OneLineParser
+from mec_eval.data.shapes import DEFAULT_SIZES, KINDS, ShapesDataset
+from mec_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mec_eval.models.backbones import build_backbone
+from mec_eval.pretrain.inputs import materialise
+from mec_eval.training.schedule import LRSchedule
+from mec_eval.utils import UserError
 
 ARCH = "resnet_tiny"
-FEATURE_DIM = 256  # resnet_tiny's pooled width
 IMAGE_SIZE = 32
 PAD = 4
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # the ImageNet statistics every task normalises with
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # the statistics every task normalises with
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def render(split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [n, 3, 32, 32] images and int64 [n] labels of the first ``n`` shapes of ``split``."""
-    data = ShapesDataset(split, n=n, image_size=IMAGE_SIZE, seed=seed, cache=False)
-    images = np.stack([np.asarray(data[i][0]) for i in range(n)])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(data.targets[:n])
+    images = materialise(ShapesDataset(split, n=n, image_size=IMAGE_SIZE, seed=seed, cache=False))
+    return images.images, torch.tensor(images.targets)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -69,19 +72,19 @@ def train(train_set, test_set, epochs: int, batch: int, lr: float, seed: int, lo
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     (images, labels), n = train_set, len(train_set[0])
-    backbone = BACKBONES.get(ARCH)()
-    head = torch.nn.Linear(FEATURE_DIM, len(KINDS))
+    backbone = build_backbone(ARCH)
+    head = torch.nn.Linear(backbone.feature_dim, len(KINDS))
     optimiser = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=lr, momentum=0.9,
                                 weight_decay=5e-4, nesterov=True)
     per_epoch = n // batch
-    total, step, history = epochs * per_epoch, 0, []
+    schedule, step, history = LRSchedule("cosine", per_epoch, epochs * per_epoch), 0, []
     for epoch in range(epochs):
         backbone.train()
         order = torch.randperm(n, generator=generator)
         for i in range(per_epoch):
             index = order[i * batch:(i + 1) * batch]
             for group in optimiser.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group["lr"] = lr * schedule.factor(step)
             loss = F.cross_entropy(head(backbone(augment(images[index], generator)).flatten(1)), labels[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -100,24 +103,34 @@ def save(backbone: torch.nn.Module, path, epochs: int, test_accuracy: float) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="where to write the canonical checkpoint")
+    parser = OneLineParser(prog="supervised_reference.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the checkpoint file to write (its folder must exist)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--train-images", type=int, default=5000, help="of the shapes train split (at most 5000)")
+    parser.add_argument("--train-images", type=int, default=DEFAULT_SIZES["train"],
+                        help=f"of the shapes train split (at most {DEFAULT_SIZES['train']})")
     parser.add_argument("--test-images", type=int, default=1000, help="held-out images scored after each epoch")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if not (args.epochs >= 1 and 1 <= args.batch <= args.train_images <= 5000 and args.test_images >= 1):
-        parser.error("need epochs >= 1, 1 <= batch <= train-images <= 5000, test-images >= 1")
+    if not (args.epochs >= 1 and 1 <= args.batch <= args.train_images <= DEFAULT_SIZES["train"]
+            and 1 <= args.test_images <= DEFAULT_SIZES["test"] and args.lr > 0 and args.seed >= 0):
+        parser.error(f"need epochs >= 1, 1 <= batch <= train-images <= {DEFAULT_SIZES['train']}, "
+                     f"1 <= test-images <= {DEFAULT_SIZES['test']}, lr > 0 and seed >= 0")
+    out = Path(args.out).expanduser()
+    try:
+        check_output_file(out, args.force)  # before 17 minutes of training, not after
+    except UserError as err:
+        sys.stderr.write(f"supervised_reference.py: error: {err}\n")
+        sys.exit(2)
     print(f"cpu: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}", flush=True)
     began = time.perf_counter()
     train_set, test_set = render("train", args.train_images), render("test", args.test_images)
     backbone, _, history = train(train_set, test_set, args.epochs, args.batch, args.lr, args.seed,
                                  log=lambda line: print(line, flush=True))
-    save(backbone, args.out, args.epochs, history[-1][2])
-    print(f"saved {args.out} (test accuracy {history[-1][2]:.3f}, {time.perf_counter() - began:.0f} s)")
+    save(backbone, out, args.epochs, history[-1][2])
+    print(f"saved {out} (test accuracy {history[-1][2]:.3f}, {time.perf_counter() - began:.0f} s)")
 
 
 if __name__ == "__main__":

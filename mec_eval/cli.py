@@ -10,11 +10,11 @@ from mec_eval import __version__
 from mec_eval.utils import SHARED_WITH_PEERS, UserError, is_main_process_env
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error on one line with exit code 2."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line with exit code 2 (also used by the benchmark scripts)."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        sys.stderr.write(f"mec-eval: error: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"{self.prog.split()[0]}: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(2)
 
 
@@ -67,9 +67,9 @@ def _add_dispatch(parser: argparse.ArgumentParser, executors: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mec-eval", description="Pre-train with Maximum Entropy Coding and evaluate any checkpoint.")
+    parser = OneLineParser(prog="mec-eval", description="Pre-train with Maximum Entropy Coding and evaluate any checkpoint.")
     parser.add_argument("--version", action="version", version=f"mec-eval {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("pretrain", help="self-supervised pre-training (resumes from DIR/last.pt)",
                        epilog=_DISPATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

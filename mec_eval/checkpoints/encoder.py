@@ -257,7 +257,7 @@ def load_encoder(spec: str, *, arch: str | None = None, layout: str | None = Non
                    resolved.layout, meta.get("method"), meta.get("epoch"), notes, resolved.arch_source)
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_output_file(out: Path, force: bool) -> None:
     """UserError unless ``out`` can be written: not a folder, not an existing file (unless ``force``),
     in an existing, writable folder. Runs before anything is read, so a refusal creates nothing."""
     if out.is_dir():
@@ -293,7 +293,7 @@ def convert_checkpoint(spec: str, to: str, out: str | os.PathLike, *, arch: str 
     if to not in CONVERT_TARGETS:
         raise UserError(f"unknown conversion target '{to}' (choose from {', '.join(CONVERT_TARGETS)})")
     out = Path(out).expanduser()
-    _check_out(out, force)
+    check_output_file(out, force)
     if to == "canonical" and layout is None and save_detector_canonical(spec, out):
         return "detectron2 R50-C4 detector"  # heads["rcnn_c4"]: the engine's detector (checkpoints.detectron2_import)
     resolved = resolve_checkpoint(spec, arch=arch, layout=layout)

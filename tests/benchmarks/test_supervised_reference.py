@@ -52,3 +52,19 @@ def test_training_fits_a_small_set_and_the_checkpoint_loads_as_trained(reference
     encoder.backbone.eval()
     with torch.no_grad():
         torch.testing.assert_close(encoder.backbone(x).flatten(1), backbone(x).flatten(1))
+
+
+@pytest.mark.parametrize("args", [["--out", "{tmp}/exists.pt"], ["--out", "{tmp}/missing/<b>$x$</b>.pt"],
+                                  ["--out", "{tmp}/x.pt", "--epochs", "two"], ["--out", "{tmp}/x.pt", "--epochs", "0"],
+                                  ["--out", "{tmp}/x.pt", "--batch", "6000"], ["--out", "{tmp}"]])
+def test_bad_arguments_exit_2_with_one_line_before_any_training(tmp_path, args):
+    import subprocess
+    import sys
+
+    (tmp_path / "exists.pt").write_bytes(b"keep")
+    done = subprocess.run([sys.executable, str(SCRIPT), *(a.format(tmp=tmp_path) for a in args)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("supervised_reference.py: error:") and done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.pt"]
+    assert (tmp_path / "exists.pt").read_bytes() == b"keep"
