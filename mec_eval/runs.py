@@ -81,10 +81,14 @@ def folder_lock(lock_file: str | Path, on_wait=None):
     lock_file = Path(lock_file)
     waited = False
     while True:
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
         try:
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # the folder was removed by a holder releasing in between
+        except (FileNotFoundError, FileExistsError):
+            # a holder releasing removed the folder in between: after mkdir's EEXIST (pathlib then finds no
+            # folder and raises FileExistsError) or before the open
+            if lock_file.parent.exists() and not lock_file.parent.is_dir():
+                raise
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -159,3 +159,27 @@ def test_a_built_wheel_ships_the_schema(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("mec_eval/schemas/result.schema.json") == (repo / "mec_eval/schemas/result.schema.json"
                                                                       ).read_bytes()
+
+
+def test_folder_lock_retries_when_a_releasing_holder_removes_the_folder_during_mkdir(tmp_path, monkeypatch):
+    from pathlib import Path as _Path
+
+    from mec_eval.runs import folder_lock
+
+    real_mkdir, calls = _Path.mkdir, []
+
+    def racing_mkdir(self, *args, **kwargs):  # pathlib's outcome when the folder vanishes after EEXIST
+        calls.append(self)
+        if len(calls) == 1:
+            raise FileExistsError(17, "File exists", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Path, "mkdir", racing_mkdir)
+    lock = tmp_path / ".locks" / "a.lock"
+    with folder_lock(lock):
+        assert lock.is_file()
+    assert len(calls) >= 2
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError):  # a real file where the folder should be is still an error
+        with folder_lock(tmp_path / "file" / "a.lock"):
+            pass
