@@ -35,7 +35,7 @@ DONE = ".complete"      # marker file of a finished folder (written last, before
 class VideoSpec:
     """Which synthetic videos: their number, length, size (height, width), objects per video, seed, the
     miss probability of an object overlapping another (``crossing_miss``, on top of MISS_RATE), and the
-    nuisances of :func:`mec_eval.data.shapes_video.make_video` (``palette``, ``distractors``)."""
+    nuisances of :func:`mec_eval.data.shapes_video.make_video` (``palette``, ``distractors``, ``palette_jitter``)."""
     n_videos: int = 3
     n_frames: int = 24
     size: tuple = (96, 128)
@@ -44,12 +44,14 @@ class VideoSpec:
     crossing_miss: float = 0.0
     palette: str = "distinct"
     distractors: int = 0
+    palette_jitter: int = 12
 
     def videos(self) -> list[SyntheticVideo]:
         if not 0.0 <= self.crossing_miss <= 1.0:
             raise UserError(f"shapes-video: crossing_miss must be a probability in [0, 1] (got {self.crossing_miss!r})")
         return make_videos(self.n_videos, self.seed, n_frames=self.n_frames, size=tuple(self.size),
-                           n_objects=self.n_objects, palette=self.palette, distractors=self.distractors)
+                           n_objects=self.n_objects, palette=self.palette, distractors=self.distractors,
+                           palette_jitter=self.palette_jitter)
 
 
 def _atomic_folder(root, spec: VideoSpec, write) -> Path:

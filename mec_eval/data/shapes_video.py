@@ -8,9 +8,11 @@ bounce inside it and are launched towards each other's paths, so most seeds hold
 
 Keyword options make appearance, not colour, decide which pixel belongs to which object (the classification
 ``shapes`` set's nuisances, :mod:`mec_eval.data.shapes`): ``palette="shared"`` draws every object (and every
-distractor) in one near-identical colour, so only shape kind and size tell them apart; ``distractors`` adds
+distractor) in one near-identical colour (within ``palette_jitter`` per channel), so shape kind and size, not
+hue, tell them apart; ``distractors`` adds
 moving clutter blobs and lines drawn behind the objects; ``lighting`` drifts each frame's global brightness and
-contrast. They draw from their own generator, so the defaults (today's videos) are unchanged and a hard video has
+contrast; ``palette_jitter`` is how far (per channel) each object's colour may stray from the shared colour: at 0
+the objects are painted in exactly one colour. They draw from their own generator, so the defaults (today's videos) are unchanged and a hard video has
 the same trajectories, masks and boxes as the default video of the same seed. :data:`HARD` is the hard setting.
 
 Annotations are read off the drawn masks: a :class:`TrackFrame` carries the visible mask (after the
@@ -49,6 +51,7 @@ NOISE_SIGMA = 3.0              # Gaussian pixel noise added to each frame
 MAX_KEYPOINTS = 12             # keypoints per object: outline vertices, evenly subsampled
 PALETTES = ("distinct", "shared")
 SHARED_JITTER = 12             # shared palette: each object's colour is the video's colour +- this per channel
+MAX_PALETTE_JITTER = 64
 MAX_DISTRACTORS = 16
 MAX_LIGHTING = 0.5
 LIGHTING_PERIOD = (12.0, 30.0)  # frames per cycle of the brightness / contrast drift
@@ -224,23 +227,28 @@ def _colours(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
     return [tuple(int(c) for c in colour) for colour in rgb]
 
 
-def _check_options(palette: str, distractors: int, lighting: float) -> None:
+def _check_options(palette: str, distractors: int, lighting: float, palette_jitter: int) -> None:
     if palette not in PALETTES:
         raise UserError(f"shapes-video: palette must be one of {', '.join(PALETTES)} (got {palette!r})")
     if isinstance(distractors, bool) or not isinstance(distractors, int) or not 0 <= distractors <= MAX_DISTRACTORS:
         raise UserError(f"shapes-video: distractors must be an integer in 0..{MAX_DISTRACTORS} (got {distractors!r})")
     if isinstance(lighting, bool) or not isinstance(lighting, (int, float)) or not 0 <= lighting <= MAX_LIGHTING:
         raise UserError(f"shapes-video: lighting must be a number in 0..{MAX_LIGHTING} (got {lighting!r})")
+    if (isinstance(palette_jitter, bool) or not isinstance(palette_jitter, int)
+            or not 0 <= palette_jitter <= MAX_PALETTE_JITTER):
+        raise UserError(f"shapes-video: palette_jitter must be an integer in 0..{MAX_PALETTE_JITTER} "
+                        f"(got {palette_jitter!r})")
 
 
-def _shared_colours(rng: np.random.Generator, background: Image.Image, n: int) -> list[tuple[int, int, int]]:
+def _shared_colours(rng: np.random.Generator, background: Image.Image, n: int,
+                    jitter: int = SHARED_JITTER) -> list[tuple[int, int, int]]:
     """``n`` near-identical colours: one video colour (of 8 candidates, the one far from most background
-    pixels, so the objects stay visible) plus a small per-object jitter."""
+    pixels, so the objects stay visible) plus a per-object jitter of at most ``jitter`` per channel."""
     pixels = np.asarray(background, dtype=np.int16)[::SUPERSAMPLE * 4, ::SUPERSAMPLE * 4].reshape(-1, 3)
     candidates = rng.integers(0, 256, size=(8, 3)).astype(np.int16)
     far = (np.abs(candidates[:, None, :] - pixels[None]).sum(axis=2) >= 120).mean(axis=1)
     base = candidates[int(np.argmax(far))]
-    jittered = np.clip(base + rng.integers(-SHARED_JITTER, SHARED_JITTER + 1, size=(n, 3)), 0, 255)
+    jittered = np.clip(base + rng.integers(-jitter, jitter + 1, size=(n, 3)), 0, 255)
     return [tuple(int(c) for c in colour) for colour in jittered]
 
 
@@ -265,18 +273,20 @@ def _lighting(rng: np.random.Generator, amplitude: float, n_frames: int) -> np.n
 
 
 def make_video(seed: int, n_frames: int = 24, size: tuple[int, int] = (96, 128), n_objects: int = 3, *,
-               palette: str = "distinct", distractors: int = 0, lighting: float = 0.0) -> SyntheticVideo:
+               palette: str = "distinct", distractors: int = 0, lighting: float = 0.0,
+               palette_jitter: int = SHARED_JITTER) -> SyntheticVideo:
     """One video; everything depends only on the arguments (the seed feeds one NumPy generator, the options
     a second one, so the defaults give the original videos and the options leave the motion unchanged).
 
     ``palette`` "distinct" (hues spread around the wheel) or "shared" (one colour for all objects and
     distractors); ``distractors`` moving clutter shapes drawn behind the objects (annotations unchanged);
-    ``lighting`` the amplitude (0..0.5) of the per-frame gain drift (offset: 64 x amplitude grey levels).
+    ``lighting`` the amplitude (0..0.5) of the per-frame gain drift (offset: 64 x amplitude grey levels);
+    ``palette_jitter`` the per-channel spread (0..64 grey levels) of the shared palette's object colours.
     """
     height, width = _check(n_frames, size, n_objects)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"shapes-video: seed must be a non-negative integer (got {seed!r})")
-    _check_options(palette, distractors, lighting)
+    _check_options(palette, distractors, lighting, palette_jitter)
     rng = np.random.default_rng([seed, height, width, n_objects])
     extra = np.random.default_rng([seed, height, width, n_objects, 1])
     side = max(height, width)
@@ -284,7 +294,7 @@ def make_video(seed: int, n_frames: int = 24, size: tuple[int, int] = (96, 128),
     kinds = [KINDS[int(k)] for k in rng.permutation(len(KINDS))[:n_objects]]
     colours = _colours(rng, n_objects)
     if palette == "shared":
-        colours = _shared_colours(extra, background, n_objects + distractors)
+        colours = _shared_colours(extra, background, n_objects + distractors, palette_jitter)
     motions = [_launch(rng, i, kind, height, width, colour)
                for i, (kind, colour) in enumerate(zip(kinds, colours))]
     clutter = [_distractor(extra, height, width, colours[n_objects + i] if palette == "shared"

@@ -134,7 +134,8 @@ class TrackingTask(TaskBase):
                                          size=(height, width), n_objects=cfg.data.synthetic_objects,
                                          seed=cfg.run.seed, crossing_miss=cfg.data.synthetic_crossing_miss,
                                          palette=cfg.data.synthetic_palette,
-                                         distractors=cfg.data.synthetic_distractors)
+                                         distractors=cfg.data.synthetic_distractors,
+                                         palette_jitter=cfg.data.synthetic_palette_jitter)
 
     def sequences(self, cfg: TrackingConfig):
         if cfg.data.name == "shapes-video":

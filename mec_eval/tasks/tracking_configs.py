@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mec_eval.config import EvalRunConfig, Rule, checked
-from mec_eval.tasks.video_configs import SHAPES_MAX_DISTRACTORS, SHAPES_PALETTES
+from mec_eval.tasks.video_configs import (
+    SHAPES_MAX_DISTRACTORS,
+    SHAPES_MAX_PALETTE_JITTER,
+    SHAPES_PALETTE_JITTER,
+    SHAPES_PALETTES,
+)
 
 
 @dataclass
@@ -30,6 +35,8 @@ class TrackingDataConfig:
     # in one near-identical colour, so colour never tells the objects apart; moving clutter behind them
     synthetic_palette: str = checked("distinct", choices=SHAPES_PALETTES)
     synthetic_distractors: int = checked(0, ge=0, le=SHAPES_MAX_DISTRACTORS)
+    # shared palette: how far (per channel) each object's colour strays from the video's; 0: one colour
+    synthetic_palette_jitter: int = checked(SHAPES_PALETTE_JITTER, ge=0, le=SHAPES_MAX_PALETTE_JITTER)
 
 
 @dataclass

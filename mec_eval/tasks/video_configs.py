@@ -15,12 +15,13 @@ from mec_eval.utils import UserError
 # that module imports torch and config errors answer without it; the MOT-family configs read them from here too.
 SHAPES_PALETTES = ("distinct", "shared")
 SHAPES_MAX_DISTRACTORS = 16
+SHAPES_PALETTE_JITTER, SHAPES_MAX_PALETTE_JITTER = 12, 64
 
 
 @dataclass
 class ShapesVideoParams:
     """The synthetic ``shapes-video`` set: make_videos(videos, seed, n_frames, (height, width), objects, palette=,
-    distractors=, lighting=); the defaults are the easy set, shapes_video.HARD the hard one (colour never decides)."""
+    distractors=, lighting=, palette_jitter=); the defaults are the easy set, shapes_video.HARD the hard one."""
     videos: int = checked(4, ge=1, le=1000)
     frames: int = checked(24, ge=3, le=1000)
     height: int = checked(96, ge=32, le=1024)
@@ -30,11 +31,14 @@ class ShapesVideoParams:
     palette: str = checked("distinct", choices=SHAPES_PALETTES)  # shared: one colour for every object
     distractors: int = checked(0, ge=0, le=SHAPES_MAX_DISTRACTORS)  # moving clutter blobs / lines behind the objects
     lighting: float = checked(0.0, ge=0, le=0.5)         # amplitude of the per-frame brightness / contrast drift
+    # shared palette: per-channel colour spread; 0: one colour
+    palette_jitter: int = checked(SHAPES_PALETTE_JITTER, ge=0, le=SHAPES_MAX_PALETTE_JITTER)
 
     def arguments(self) -> dict:
         return {"n_videos": self.videos, "seed": self.seed, "n_frames": self.frames,
                 "size": [self.height, self.width], "n_objects": self.objects, "palette": self.palette,
-                "distractors": self.distractors, "lighting": float(self.lighting)}
+                "distractors": self.distractors, "lighting": float(self.lighting),
+                "palette_jitter": self.palette_jitter}
 
 
 @dataclass

@@ -81,7 +81,7 @@ def test_bad_seed_and_count():
 
 # The hard options (palette, distractors, lighting) draw from their own generator: same motion, same masks.
 HARD_KW = {"palette": "shared", "distractors": 4, "lighting": 0.0}
-ALL_OPTIONS = {"palette": "shared", "distractors": 4, "lighting": 0.25}
+ALL_OPTIONS = {"palette": "shared", "distractors": 4, "lighting": 0.25, "palette_jitter": 0}
 
 
 def _annotations_equal(a, b) -> bool:
@@ -127,6 +127,22 @@ def test_shared_palette_leaves_only_shape_to_tell_objects_apart():
     assert min(spreads["distinct"]) > 60
 
 
+def test_palette_jitter_zero_paints_one_colour_and_the_default_is_twelve():
+    # The +-12 default is what today's hard videos hold; 0 paints every object in exactly the video's colour
+    # (the medians of noisy interiors then agree to a grey level or two), so colour carries no identity at all.
+    default, explicit = make_video(3, n_frames=2, palette="shared"), make_video(3, n_frames=2, palette="shared",
+                                                                                  palette_jitter=12)
+    assert all(np.array_equal(x, y) for x, y in zip(default.frames, explicit.frames))
+    spreads = []
+    for seed in range(6):
+        colours = _object_colours(make_video(seed, n_frames=2, palette="shared", palette_jitter=0))
+        if len(colours) >= 2:
+            spreads.append(np.abs(colours[:, None] - colours[None]).max())
+    assert len(spreads) >= 4 and max(spreads) <= 2
+    wide = _object_colours(make_video(1, n_frames=2, palette="shared", palette_jitter=64))
+    assert np.abs(wide[:, None] - wide[None]).max() > 30
+
+
 def test_distractors_move_behind_the_objects():
     from scipy.ndimage import binary_erosion
     plain, busy = make_video(1, n_frames=10), make_video(1, n_frames=10, distractors=6)
@@ -157,7 +173,9 @@ def test_occlusion_and_leaving_hold_in_the_hard_setting():
 
 @pytest.mark.parametrize("kw", [{"palette": "rainbow"}, {"palette": None}, {"distractors": -1},
                                 {"distractors": 17}, {"distractors": 2.5}, {"distractors": True},
-                                {"lighting": -0.1}, {"lighting": 0.6}, {"lighting": "0.2"}, {"lighting": True}])
+                                {"lighting": -0.1}, {"lighting": 0.6}, {"lighting": "0.2"}, {"lighting": True},
+                                {"palette_jitter": -1}, {"palette_jitter": 65}, {"palette_jitter": 2.5},
+                                {"palette_jitter": True}, {"palette_jitter": "3"}])
 def test_bad_hard_options(kw):
     with pytest.raises(UserError):
         make_video(0, n_frames=2, **kw)

@@ -193,6 +193,8 @@ def test_resume_skips_finished_sequences(tmp_path, monkeypatch, validate_result)
     (["data.shapes.palette=rainbow"], "palette"),
     (["data.shapes.distractors=17"], "distractors"),
     (["data.shapes.lighting=0.9"], "lighting"),
+    (["data.shapes.palette_jitter=65"], "palette_jitter"),
+    (["data.shapes.palette_jitter=1.5"], "palette_jitter"),
 ])
 def test_hostile_sot_configs(tmp_path, overrides, match):
     with pytest.raises(UserError, match=match):

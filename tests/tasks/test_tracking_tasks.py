@@ -46,7 +46,9 @@ def test_run_both_layers_and_resume(tmp_path, validate_result, task, capsys):
 @pytest.mark.parametrize("override", ["model.layer=5", "association.match_thresh=-1", "data.synthetic_objects=99",
                                       "data.synthetic_crossing_miss=2", "association.roi_size=[0,10]",
                                       "data.synthetic_palette=$\\alpha$", "data.synthetic_distractors=17",
-                                      "data.synthetic_distractors=two"])
+                                      "data.synthetic_distractors=two",
+                                      "data.synthetic_palette_jitter=65", "data.synthetic_palette_jitter=-1",
+                                      "data.synthetic_palette_jitter=$x$"])
 def test_bad_override_exits_2_with_one_line(tmp_path, capsys, override):
     code = main(["run", "--quiet", "--task", "mot-cpu-small", "--ckpt", "random:resnet_tiny", "--out", str(tmp_path),
                  *TINY, override])
@@ -102,5 +104,12 @@ def test_synthetic_nuisances_reach_the_written_videos(tmp_path):
 def test_config_ranges_match_the_generator():
     """The torch-free config copies of the shapes-video nuisance ranges are the generator's own."""
     from mec_eval.data import shapes_video
-    from mec_eval.tasks.video_configs import SHAPES_MAX_DISTRACTORS, SHAPES_PALETTES
+    from mec_eval.tasks.video_configs import (
+        SHAPES_MAX_DISTRACTORS,
+        SHAPES_MAX_PALETTE_JITTER,
+        SHAPES_PALETTE_JITTER,
+        SHAPES_PALETTES,
+    )
     assert (SHAPES_PALETTES, SHAPES_MAX_DISTRACTORS) == (shapes_video.PALETTES, shapes_video.MAX_DISTRACTORS)
+    assert (SHAPES_PALETTE_JITTER, SHAPES_MAX_PALETTE_JITTER) == (shapes_video.SHARED_JITTER,
+                                                                  shapes_video.MAX_PALETTE_JITTER)
