@@ -10,6 +10,7 @@ predictions are made on this process's share and gathered by the metric evaluato
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -105,7 +106,12 @@ def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, opt
             logits = net(images)
         return classification_loss(logits, targets, multilabel)
 
+    logged = logged_epochs(logger.path)
+
     def epoch_record(epochs_done: int, stats: dict) -> None:
+        if epochs_done in logged:  # the engine replays a saved epoch end on resume; log each epoch once
+            return
+        logged.add(epochs_done)
         logger.log(event="train_epoch", epoch=epochs_done, step=stats["iteration"], loss=stats["loss"], lr=stats["lr"])
 
     options = LoopOptions(seed=run.seed, device=device, amp_dtype=amp, save_every=optim.save_every,
@@ -116,6 +122,21 @@ def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, opt
     store = StateFile(workdir / "state.pt", model.trainable_state, model.load_trainable_state)
     return TrainingEngine(model, groups, step, train, optim, plan, options, store, logger,
                           Hooks(on_epoch_end=epoch_record))
+
+
+def logged_epochs(path: Path | None) -> set[int]:
+    """The epochs a run's ``log.jsonl`` already records (a line torn by a kill is skipped)."""
+    epochs: set[int] = set()
+    if path is None or not path.is_file():
+        return epochs
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "train_epoch" and isinstance(record.get("epoch"), int):
+            epochs.add(record["epoch"])
+    return epochs
 
 
 @torch.no_grad()

@@ -188,11 +188,17 @@ class TrainingEngine:
             optimizer.load_state_dict(state["optimizer"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            return int(state["iteration"]), list(state["epoch_loss"])
+            iteration, epoch_loss = int(state["iteration"]), list(state["epoch_loss"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
             raise UserError(f"the saved training state does not match this run ({reason}); delete it to start "
                             "this run over") from None
+        # Saved at an epoch end but killed before the hook ran (kill -9 between the two): replay the finished
+        # epoch's record, so the log still holds every epoch once. The hook must ignore an epoch it has seen.
+        stats = state.get("epoch_stats")
+        if stats is not None and self.hooks.on_epoch_end is not None:
+            self.hooks.on_epoch_end(-(-iteration // self.plan.iters_per_epoch), stats)
+        return iteration, epoch_loss
 
     def _save(self, optimizer, scaler, iteration: int, epoch_loss: list, epochs_done: int | None,
               epoch_stats: dict | None = None) -> None:

@@ -1,4 +1,5 @@
 """Trained tasks on the shared engine: schedules against torch's, LARC step, resume, frozen probe head."""
+import json
 import math
 
 import numpy as np
@@ -154,6 +155,40 @@ def test_resume_after_an_interruption_mid_epoch_is_bit_identical(tmp_path, froze
         fresh = _TinyBackbone().state_dict()
         for key, value in resumed.model.backbone.state_dict().items():
             assert torch.equal(value, fresh[key]), key
+
+
+def _logged(workdir) -> list[int]:
+    lines = (workdir / "log.jsonl").read_text().splitlines() if (workdir / "log.jsonl").exists() else []
+    return [r["epoch"] for r in map(json.loads, lines) if r.get("event") == "train_epoch"]
+
+
+def test_kill_between_an_epoch_end_save_and_its_log_line_loses_no_epoch(tmp_path, monkeypatch):
+    """kill -9 right after the epoch-1 save, before its log line: the resumed run logs epoch 1 (from the state)
+    and every later epoch, each once, with the values an uninterrupted run logs."""
+    data = _data()
+    straight = _engine(tmp_path, "straight", 3, True, data)
+    straight.fit()
+    real_save = state_module.atomic_torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if obj["iteration"] == 4:  # the end of epoch 1 (4 iterations per epoch)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(state_module, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _engine(tmp_path, "resumed", 3, True, data).fit()
+    assert _logged(tmp_path / "resumed") == []  # saved, never logged
+    monkeypatch.setattr(state_module, "atomic_torch_save", real_save)
+    _engine(tmp_path, "resumed", 3, True, data).fit()
+    assert _logged(tmp_path / "resumed") == [1, 2, 3]
+    _engine(tmp_path, "resumed", 3, True, data).fit()  # a re-run of a finished run replays nothing twice
+    assert _logged(tmp_path / "resumed") == [1, 2, 3]
+
+    def losses(name):
+        lines = (tmp_path / name / "log.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, lines) if r.get("event") == "train_epoch"]
+    assert losses("resumed") == losses("straight")
 
 
 def test_non_finite_loss_names_the_learning_rate(tmp_path):
