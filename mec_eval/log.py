@@ -52,6 +52,20 @@ class JsonLogger:
             shown = " ".join(f"{k}={_short(v)}" for k, v in fields.items())
             tqdm.write(shown, file=sys.stderr)
 
+    def records(self) -> list[dict]:
+        """The records already in the file (none without one); a line torn by a kill is skipped."""
+        if self.path is None or not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
     def info(self, message: str) -> None:
         """A human message (not a record): stderr only, unless quiet."""
         _flush_announcement()

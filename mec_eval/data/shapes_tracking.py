@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mec_eval.data.shapes_video import SyntheticVideo, make_videos
+from mec_eval.data.shapes_video import SHARED_JITTER, SyntheticVideo, make_videos
 from mec_eval.utils import UserError
 
 MISS_RATE = 0.1         # an object is left out of a frame's detections with this probability
@@ -44,7 +44,7 @@ class VideoSpec:
     crossing_miss: float = 0.0
     palette: str = "distinct"
     distractors: int = 0
-    palette_jitter: int = 12
+    palette_jitter: int = SHARED_JITTER
 
     def videos(self) -> list[SyntheticVideo]:
         if not 0.0 <= self.crossing_miss <= 1.0:

@@ -8,12 +8,12 @@ bounce inside it and are launched towards each other's paths, so most seeds hold
 
 Keyword options make appearance, not colour, decide which pixel belongs to which object (the classification
 ``shapes`` set's nuisances, :mod:`mec_eval.data.shapes`): ``palette="shared"`` draws every object (and every
-distractor) in one near-identical colour (within ``palette_jitter`` per channel), so shape kind and size, not
-hue, tell them apart; ``distractors`` adds
-moving clutter blobs and lines drawn behind the objects; ``lighting`` drifts each frame's global brightness and
-contrast; ``palette_jitter`` is how far (per channel) each object's colour may stray from the shared colour: at 0
-the objects are painted in exactly one colour. They draw from their own generator, so the defaults (today's videos) are unchanged and a hard video has
-the same trajectories, masks and boxes as the default video of the same seed. :data:`HARD` is the hard setting.
+distractor) in one near-identical colour, so shape kind and size, not hue, tell them apart; ``palette_jitter``
+is how far (per channel) each object's colour may stray from the shared one (the default 12 still leaks an
+identity that random features pick up; 0 paints one colour); ``distractors`` adds moving clutter blobs and lines
+drawn behind the objects; ``lighting`` drifts each frame's global brightness and contrast. They draw from their
+own generator, so the defaults (today's videos) are unchanged and a hard video has the same trajectories, masks
+and boxes as the default video of the same seed. :data:`HARD` is the hard setting.
 
 Annotations are read off the drawn masks: a :class:`TrackFrame` carries the visible mask (after the
 objects drawn in front, and the frame border), its box, the visible fraction of the shape and
@@ -241,7 +241,7 @@ def _check_options(palette: str, distractors: int, lighting: float, palette_jitt
 
 
 def _shared_colours(rng: np.random.Generator, background: Image.Image, n: int,
-                    jitter: int = SHARED_JITTER) -> list[tuple[int, int, int]]:
+                    jitter: int) -> list[tuple[int, int, int]]:
     """``n`` near-identical colours: one video colour (of 8 candidates, the one far from most background
     pixels, so the objects stay visible) plus a per-object jitter of at most ``jitter`` per channel."""
     pixels = np.asarray(background, dtype=np.int16)[::SUPERSAMPLE * 4, ::SUPERSAMPLE * 4].reshape(-1, 3)

@@ -32,7 +32,8 @@ class TrackingDataConfig:
     synthetic_objects: int = checked(3, ge=1, le=6)     # shapes-video: objects per video (distinct kinds)
     synthetic_crossing_miss: float = checked(0.0, ge=0, le=1)  # shapes-video: miss rate of overlapping objects
     # shapes-video nuisances (mec_eval.data.shapes_video.make_video): "shared" draws every object and distractor
-    # in one near-identical colour, so colour never tells the objects apart; moving clutter behind them
+    # in one near-identical colour (synthetic_palette_jitter apart), so hue never tells the objects apart; moving
+    # clutter behind them
     synthetic_palette: str = checked("distinct", choices=SHAPES_PALETTES)
     synthetic_distractors: int = checked(0, ge=0, le=SHAPES_MAX_DISTRACTORS)
     # shared palette: how far (per channel) each object's colour strays from the video's; 0: one colour

@@ -10,7 +10,6 @@ predictions are made on this process's share and gathered by the metric evaluato
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -106,7 +105,7 @@ def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, opt
             logits = net(images)
         return classification_loss(logits, targets, multilabel)
 
-    logged = logged_epochs(logger.path)
+    logged = {r.get("epoch") for r in logger.records() if r.get("event") == "train_epoch"}
 
     def epoch_record(epochs_done: int, stats: dict) -> None:
         if epochs_done in logged:  # the engine replays a saved epoch end on resume; log each epoch once
@@ -122,21 +121,6 @@ def classifier_engine(model: Classifier, groups: list[dict], train: Dataset, opt
     store = StateFile(workdir / "state.pt", model.trainable_state, model.load_trainable_state)
     return TrainingEngine(model, groups, step, train, optim, plan, options, store, logger,
                           Hooks(on_epoch_end=epoch_record))
-
-
-def logged_epochs(path: Path | None) -> set[int]:
-    """The epochs a run's ``log.jsonl`` already records (a line torn by a kill is skipped)."""
-    epochs: set[int] = set()
-    if path is None or not path.is_file():
-        return epochs
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event") == "train_epoch" and isinstance(record.get("epoch"), int):
-            epochs.add(record["epoch"])
-    return epochs
 
 
 @torch.no_grad()

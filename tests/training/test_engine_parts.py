@@ -93,3 +93,13 @@ def test_a_dict_of_losses_is_summed_and_each_term_logged(tmp_path):
     for r in records:
         assert r["loss"] == pytest.approx(r["mse"] + r["l1"]) and r["l1"] > 0
     assert torch.load(tmp_path / "state.pt", weights_only=True)["iteration"] == 6
+
+
+def test_logger_records_skip_a_line_torn_by_a_kill(tmp_path):
+    logger = JsonLogger(tmp_path / "run" / "log.jsonl", quiet=True)
+    assert logger.records() == [] and JsonLogger(None).records() == []  # no file yet / no file at all
+    logger.log(event="train_epoch", epoch=1)
+    logger.log(event="train_epoch", epoch=2)
+    with open(logger.path, "a", encoding="utf-8") as fh:
+        fh.write('{"event": "train_epoch", "ep')  # the process died mid-write
+    assert [(r["event"], r["epoch"]) for r in logger.records()] == [("train_epoch", 1), ("train_epoch", 2)]
